@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+// `edgepack <command>`: each command lives in src/commands/<name>.ts and exports `run(argv)`.
+// Commands are loaded lazily so `edgepack inspect` does not start a broker or open a database.
+type CommandModule = { run(argv: string[]): Promise<number> };
+
+const commands: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
+  serve: { summary: 'run the orchestrator (HTTP API, MQTT broker, builds, rollouts)', load: () => import('./commands/serve.js') },
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `usage: edgepack <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'edgepack <command> --help' for a command's options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`edgepack: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return (await command.load()).run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    const e = err as { code?: string; message?: string };
+    console.error(`edgepack: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}`);
+    process.exitCode = 1;
+  },
+);
