@@ -1,1 +1,2 @@
-export {};
+export * from './profile-schema.js';
+export * from './load-profiles.js';

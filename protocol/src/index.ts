@@ -1,1 +1,12 @@
-export {};
+export * from './errors.js';
+export * from './version.js';
+export * from './topics.js';
+export * from './canonical-json.js';
+export * from './signing.js';
+export * from './tensors.js';
+export * from './manifest.js';
+export * from './manifest-verify.js';
+export * from './messages.js';
+export * from './chunk-frame.js';
+export * from './validate.js';
+export * from './device-credential.js';

@@ -1,0 +1,139 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { SignedManifestSchema } from './manifest.js';
+import { PROTOCOL_VERSION } from './version.js';
+
+/** Every message carries the protocol version; receivers accept any v with the same major. */
+const v = Type.Integer({ minimum: 1, maximum: PROTOCOL_VERSION });
+
+export const DEVICE_STATES = ['pending', 'downloading', 'verifying', 'installing', 'benchmarking', 'active', 'failed', 'rolled_back'] as const;
+export const DeviceStateSchema = Type.Union(DEVICE_STATES.map((s) => Type.Literal(s)));
+export type DeviceState = Static<typeof DeviceStateSchema>;
+export const TERMINAL_DEVICE_STATES: readonly DeviceState[] = ['active', 'failed', 'rolled_back'];
+
+export const DeviceFactsSchema = Type.Object({
+  arch: Type.String(),
+  platform: Type.String(),
+  cpuModel: Type.String(),
+  cores: Type.Integer({ minimum: 0 }),
+  ramBytes: Type.Integer({ minimum: 0 }),
+  cpuFlags: Type.Array(Type.String()),
+  accelerators: Type.Array(Type.String()),
+  runtimes: Type.Record(Type.String(), Type.Object({ version: Type.String(), executionProviders: Type.Array(Type.String()) })),
+  agentVersion: Type.String(),
+});
+export type DeviceFacts = Static<typeof DeviceFactsSchema>;
+
+export const BenchmarkResultSchema = Type.Object({
+  runtime: Type.String(),
+  providers: Type.Array(Type.String()),
+  loadMs: Type.Number(),
+  warmupRuns: Type.Integer(),
+  runs: Type.Integer(),
+  latencyMs: Type.Object({ p50: Type.Number(), p90: Type.Number(), p95: Type.Number(), p99: Type.Number() }),
+  throughputPerSec: Type.Number(),
+  peakRssBytes: Type.Integer(),
+  golden: Type.Object({ passed: Type.Boolean(), maxAbsError: Type.Number(), samples: Type.Integer() }),
+});
+export type BenchmarkResult = Static<typeof BenchmarkResultSchema>;
+
+// --- HTTP enrollment (device → orchestrator, authenticated by a single-use token) ---
+
+export const EnrollRequestSchema = Type.Object({
+  v,
+  token: Type.String({ minLength: 1, maxLength: 256 }),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+  publicKey: Type.String({ minLength: 1, maxLength: 128 }),
+  facts: DeviceFactsSchema,
+  profile: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+});
+export type EnrollRequest = Static<typeof EnrollRequestSchema>;
+
+export const EnrollResponseSchema = Type.Object({
+  v,
+  deviceId: Type.String(),
+  name: Type.String(),
+  profile: Type.String(),
+  orchestratorPublicKey: Type.String(),
+  mqtt: Type.Object({ host: Type.String(), port: Type.Integer() }),
+  heartbeatSec: Type.Integer({ minimum: 1 }),
+});
+export type EnrollResponse = Static<typeof EnrollResponseSchema>;
+
+// --- MQTT: orchestrator → device ---
+
+/** Retained on the device's `desired` topic, so a device that reconnects converges. */
+export const DesiredStateSchema = Type.Object({
+  v,
+  deviceId: Type.String(),
+  /** Increases with every new desired state for this device; older ones are ignored. */
+  seq: Type.Integer({ minimum: 1 }),
+  rolloutId: Type.String(),
+  bundle: SignedManifestSchema,
+  issuedAt: Type.String(),
+});
+export type DesiredState = Static<typeof DesiredStateSchema>;
+
+/** Answer to an invalid or refused message, so a device learns why instead of waiting. */
+export const NoticeSchema = Type.Object({
+  v,
+  code: Type.String(),
+  message: Type.String(),
+  topic: Type.Optional(Type.String()),
+});
+export type Notice = Static<typeof NoticeSchema>;
+
+/** Header of a binary chunk frame; see chunk-frame.ts for the framing. */
+export const ChunkHeaderSchema = Type.Object({
+  v,
+  bundleId: Type.String(),
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  index: Type.Integer({ minimum: 0 }),
+  total: Type.Integer({ minimum: 1 }),
+  offset: Type.Integer({ minimum: 0 }),
+  length: Type.Integer({ minimum: 0 }),
+  chunkSha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  fileLength: Type.Integer({ minimum: 0 }),
+});
+export type ChunkHeader = Static<typeof ChunkHeaderSchema>;
+
+// --- MQTT: device → orchestrator ---
+
+export const StatusReportSchema = Type.Object({
+  v,
+  deviceId: Type.String(),
+  rolloutId: Type.String(),
+  bundleId: Type.String(),
+  state: DeviceStateSchema,
+  code: Type.Optional(Type.String()),
+  reason: Type.Optional(Type.String({ maxLength: 4096 })),
+  result: Type.Optional(BenchmarkResultSchema),
+  at: Type.String(),
+});
+export type StatusReport = Static<typeof StatusReportSchema>;
+
+export const HeartbeatSchema = Type.Object({
+  v,
+  deviceId: Type.String(),
+  uptimeSec: Type.Number({ minimum: 0 }),
+  activeBundle: Type.Union([Type.String(), Type.Null()]),
+  lastBenchmark: Type.Optional(Type.Union([BenchmarkResultSchema, Type.Null()])),
+  agentVersion: Type.String(),
+  at: Type.String(),
+});
+export type Heartbeat = Static<typeof HeartbeatSchema>;
+
+/** Asks for `count` chunks of one bundle file starting at `index`; the answer is one chunk frame each. */
+export const ChunkRequestSchema = Type.Object({
+  v,
+  bundleId: Type.String(),
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  index: Type.Integer({ minimum: 0 }),
+  count: Type.Integer({ minimum: 1, maximum: 64 }),
+});
+export type ChunkRequest = Static<typeof ChunkRequestSchema>;
+
+/** Published by the device on connect (online) and by the broker as its last will (offline). */
+export const PresenceSchema = Type.Object({ v, online: Type.Boolean() });
+export type Presence = Static<typeof PresenceSchema>;
+
+export const CHUNK_SIZE = 64 * 1024;
