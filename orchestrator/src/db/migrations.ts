@@ -1,0 +1,108 @@
+/**
+ * Versioned schema migrations, applied in order inside one transaction each. Never edit a
+ * shipped migration: add the next one.
+ *
+ * Nouns (used everywhere, after hawkBit): Device, EnrollmentToken, Model, Build, Artifact
+ * (one per build × profile), Bundle (a signed artifact), Rollout, RolloutGroup (a wave),
+ * Action (one device's part in a rollout).
+ */
+export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+      CREATE TABLE enrollment_tokens (
+        token_hash TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        device_id TEXT
+      );
+      CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        tags TEXT NOT NULL DEFAULT '[]',
+        facts TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'offline',
+        active_bundle TEXT,
+        last_seen TEXT,
+        last_heartbeat TEXT,
+        desired_seq INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+      );
+      CREATE TABLE models (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        opset INTEGER,
+        inputs TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        UNIQUE (name, version)
+      );
+      CREATE TABLE builds (
+        id TEXT PRIMARY KEY,
+        model_id TEXT NOT NULL REFERENCES models(id),
+        status TEXT NOT NULL,
+        profiles TEXT NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+      );
+      CREATE TABLE artifacts (
+        build_id TEXT NOT NULL REFERENCES builds(id),
+        profile TEXT NOT NULL,
+        status TEXT NOT NULL,
+        format TEXT,
+        precision TEXT,
+        bundle_id TEXT,
+        size_bytes INTEGER,
+        reason TEXT,
+        details TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (build_id, profile)
+      );
+      CREATE TABLE bundles (
+        id TEXT PRIMARY KEY,
+        build_id TEXT NOT NULL REFERENCES builds(id),
+        profile TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        build_id TEXT NOT NULL REFERENCES builds(id),
+        status TEXT NOT NULL,
+        target TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+      );
+      CREATE TABLE rollout_groups (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+        position INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, position)
+      );
+      CREATE TABLE actions (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        group_position INTEGER NOT NULL,
+        bundle_id TEXT,
+        state TEXT NOT NULL,
+        code TEXT,
+        reason TEXT,
+        result TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, device_id)
+      );
+      CREATE INDEX actions_by_device ON actions(device_id, updated_at);
+    `,
+  },
+];

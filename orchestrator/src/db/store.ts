@@ -1,0 +1,311 @@
+import type { BenchmarkResult, DeviceFacts, DeviceState, Heartbeat, Manifest, TensorSpec } from '@edgepack/protocol';
+import type { Db } from './database.js';
+
+export interface DeviceRecord {
+  id: string;
+  name: string;
+  profile: string;
+  publicKey: string;
+  tags: string[];
+  facts: DeviceFacts;
+  status: 'online' | 'offline';
+  activeBundle: string | null;
+  lastSeen: string | null;
+  lastHeartbeat: Heartbeat | null;
+  desiredSeq: number;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface ModelRecord {
+  id: string;
+  name: string;
+  version: string;
+  sha256: string;
+  sizeBytes: number;
+  format: 'onnx' | 'tflite';
+  opset: number | null;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  details: Record<string, unknown>;
+  createdAt: string;
+}
+
+export type BuildStatus = 'queued' | 'running' | 'succeeded' | 'failed';
+export type ArtifactStatus = 'pending' | 'built' | 'skipped' | 'failed';
+
+export interface ArtifactRecord {
+  profile: string;
+  status: ArtifactStatus;
+  format: string | null;
+  precision: string | null;
+  bundleId: string | null;
+  sizeBytes: number | null;
+  reason: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface BuildRecord {
+  id: string;
+  modelId: string;
+  status: BuildStatus;
+  profiles: string[];
+  error: string | null;
+  createdAt: string;
+  finishedAt: string | null;
+  artifacts: ArtifactRecord[];
+}
+
+export interface BundleRecord {
+  id: string;
+  buildId: string;
+  profile: string;
+  manifest: Manifest;
+  signature: string;
+  createdAt: string;
+}
+
+export type RolloutStatus = 'running' | 'succeeded' | 'failed';
+
+export interface RolloutTarget {
+  deviceIds?: string[];
+  tags?: string[];
+  profiles?: string[];
+}
+
+export interface RolloutRecord {
+  id: string;
+  buildId: string;
+  status: RolloutStatus;
+  target: RolloutTarget;
+  createdAt: string;
+  finishedAt: string | null;
+}
+
+export interface ActionRecord {
+  rolloutId: string;
+  deviceId: string;
+  groupPosition: number;
+  bundleId: string | null;
+  state: DeviceState;
+  code: string | null;
+  reason: string | null;
+  result: BenchmarkResult | null;
+  updatedAt: string;
+}
+
+type Row = Record<string, unknown>;
+const json = <T>(text: unknown, fallback: T): T => (typeof text === 'string' ? (JSON.parse(text) as T) : fallback);
+
+function toDevice(r: Row): DeviceRecord {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    profile: r.profile as string,
+    publicKey: r.public_key as string,
+    tags: json(r.tags, []),
+    facts: json(r.facts, {} as DeviceFacts),
+    status: r.status as 'online' | 'offline',
+    activeBundle: (r.active_bundle as string | null) ?? null,
+    lastSeen: (r.last_seen as string | null) ?? null,
+    lastHeartbeat: json(r.last_heartbeat, null),
+    desiredSeq: r.desired_seq as number,
+    createdAt: r.created_at as string,
+    revokedAt: (r.revoked_at as string | null) ?? null,
+  };
+}
+
+function toModel(r: Row): ModelRecord {
+  return {
+    id: r.id as string, name: r.name as string, version: r.version as string, sha256: r.sha256 as string,
+    sizeBytes: r.size_bytes as number, format: r.format as 'onnx' | 'tflite', opset: (r.opset as number | null) ?? null,
+    inputs: json(r.inputs, []), outputs: json(r.outputs, []), details: json(r.details, {}), createdAt: r.created_at as string,
+  };
+}
+
+function toArtifact(r: Row): ArtifactRecord {
+  return {
+    profile: r.profile as string, status: r.status as ArtifactStatus, format: (r.format as string | null) ?? null,
+    precision: (r.precision as string | null) ?? null, bundleId: (r.bundle_id as string | null) ?? null,
+    sizeBytes: (r.size_bytes as number | null) ?? null, reason: (r.reason as string | null) ?? null, details: json(r.details, {}),
+  };
+}
+
+function toAction(r: Row): ActionRecord {
+  return {
+    rolloutId: r.rollout_id as string, deviceId: r.device_id as string, groupPosition: r.group_position as number,
+    bundleId: (r.bundle_id as string | null) ?? null, state: r.state as DeviceState, code: (r.code as string | null) ?? null,
+    reason: (r.reason as string | null) ?? null, result: json(r.result, null), updatedAt: r.updated_at as string,
+  };
+}
+
+/** All SQL lives here; callers deal in records. */
+export class Store {
+  constructor(readonly db: Db) {}
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  // --- enrollment tokens ---
+  insertEnrollmentToken(tokenHash: string, createdAt: string, expiresAt: string): void {
+    this.db.prepare('INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)').run(tokenHash, createdAt, expiresAt);
+  }
+  getEnrollmentToken(tokenHash: string): { expiresAt: string; usedAt: string | null } | undefined {
+    const r = this.db.prepare('SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    return r && { expiresAt: r.expires_at as string, usedAt: (r.used_at as string | null) ?? null };
+  }
+  /** Marks a token used; returns false if someone else used it first (single use under races). */
+  consumeEnrollmentToken(tokenHash: string, deviceId: string, at: string): boolean {
+    return this.db.prepare('UPDATE enrollment_tokens SET used_at = ?, device_id = ? WHERE token_hash = ? AND used_at IS NULL').run(at, deviceId, tokenHash).changes === 1;
+  }
+
+  // --- devices ---
+  insertDevice(d: Omit<DeviceRecord, 'status' | 'activeBundle' | 'lastSeen' | 'lastHeartbeat' | 'desiredSeq' | 'revokedAt'>): void {
+    this.db.prepare('INSERT INTO devices (id, name, profile, public_key, tags, facts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(d.id, d.name, d.profile, d.publicKey, JSON.stringify(d.tags), JSON.stringify(d.facts), d.createdAt);
+  }
+  getDevice(id: string): DeviceRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
+    return r && toDevice(r);
+  }
+  listDevices(): DeviceRecord[] {
+    return (this.db.prepare('SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY created_at, id').all() as Row[]).map(toDevice);
+  }
+  setDeviceTags(id: string, tags: string[]): void {
+    this.db.prepare('UPDATE devices SET tags = ? WHERE id = ?').run(JSON.stringify(tags), id);
+  }
+  setDeviceName(id: string, name: string): void {
+    this.db.prepare('UPDATE devices SET name = ? WHERE id = ?').run(name, id);
+  }
+  revokeDevice(id: string, at: string): void {
+    this.db.prepare("UPDATE devices SET revoked_at = ?, status = 'offline' WHERE id = ?").run(at, id);
+  }
+  markSeen(id: string, at: string): void {
+    this.db.prepare("UPDATE devices SET status = 'online', last_seen = ? WHERE id = ?").run(at, id);
+  }
+  markOffline(id: string): void {
+    this.db.prepare("UPDATE devices SET status = 'offline' WHERE id = ?").run(id);
+  }
+  recordHeartbeat(id: string, hb: Heartbeat, at: string): void {
+    this.db.prepare("UPDATE devices SET status = 'online', last_seen = ?, last_heartbeat = ?, active_bundle = ? WHERE id = ?")
+      .run(at, JSON.stringify(hb), hb.activeBundle, id);
+  }
+  setActiveBundle(id: string, bundleId: string | null): void {
+    this.db.prepare('UPDATE devices SET active_bundle = ? WHERE id = ?').run(bundleId, id);
+  }
+  /** Devices online but not heard from since `cutoff`; returns their ids after marking them offline. */
+  markStaleOffline(cutoff: string): string[] {
+    return this.transaction(() => {
+      const ids = (this.db.prepare("SELECT id FROM devices WHERE status = 'online' AND (last_seen IS NULL OR last_seen < ?)").all(cutoff) as Row[]).map((r) => r.id as string);
+      const stmt = this.db.prepare("UPDATE devices SET status = 'offline' WHERE id = ?");
+      for (const id of ids) stmt.run(id);
+      return ids;
+    });
+  }
+  nextDesiredSeq(id: string): number {
+    this.db.prepare('UPDATE devices SET desired_seq = desired_seq + 1 WHERE id = ?').run(id);
+    return (this.db.prepare('SELECT desired_seq FROM devices WHERE id = ?').get(id) as Row).desired_seq as number;
+  }
+
+  // --- models ---
+  insertModel(m: ModelRecord): void {
+    this.db.prepare('INSERT INTO models (id, name, version, sha256, size_bytes, format, opset, inputs, outputs, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(m.id, m.name, m.version, m.sha256, m.sizeBytes, m.format, m.opset, JSON.stringify(m.inputs), JSON.stringify(m.outputs), JSON.stringify(m.details), m.createdAt);
+  }
+  getModel(id: string): ModelRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM models WHERE id = ?').get(id) as Row | undefined;
+    return r && toModel(r);
+  }
+  findModel(name: string, version: string): ModelRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM models WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+    return r && toModel(r);
+  }
+  listModels(): ModelRecord[] {
+    return (this.db.prepare('SELECT * FROM models ORDER BY created_at, id').all() as Row[]).map(toModel);
+  }
+
+  // --- builds and artifacts ---
+  insertBuild(b: { id: string; modelId: string; profiles: string[]; createdAt: string }): void {
+    this.transaction(() => {
+      this.db.prepare("INSERT INTO builds (id, model_id, status, profiles, created_at) VALUES (?, ?, 'queued', ?, ?)").run(b.id, b.modelId, JSON.stringify(b.profiles), b.createdAt);
+      const stmt = this.db.prepare("INSERT INTO artifacts (build_id, profile, status) VALUES (?, ?, 'pending')");
+      for (const p of b.profiles) stmt.run(b.id, p);
+    });
+  }
+  setBuildStatus(id: string, status: BuildStatus, error: string | null = null, finishedAt: string | null = null): void {
+    this.db.prepare('UPDATE builds SET status = ?, error = ?, finished_at = ? WHERE id = ?').run(status, error, finishedAt, id);
+  }
+  updateArtifact(buildId: string, a: ArtifactRecord): void {
+    this.db.prepare('UPDATE artifacts SET status = ?, format = ?, precision = ?, bundle_id = ?, size_bytes = ?, reason = ?, details = ? WHERE build_id = ? AND profile = ?')
+      .run(a.status, a.format, a.precision, a.bundleId, a.sizeBytes, a.reason, JSON.stringify(a.details), buildId, a.profile);
+  }
+  getBuild(id: string): BuildRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM builds WHERE id = ?').get(id) as Row | undefined;
+    if (!r) return undefined;
+    const artifacts = (this.db.prepare('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(id) as Row[]).map(toArtifact);
+    return {
+      id: r.id as string, modelId: r.model_id as string, status: r.status as BuildStatus, profiles: json(r.profiles, []),
+      error: (r.error as string | null) ?? null, createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
+    };
+  }
+  /** Builds left queued or running by a process that died; they are failed on start-up. */
+  listUnfinishedBuildIds(): string[] {
+    return (this.db.prepare("SELECT id FROM builds WHERE status IN ('queued', 'running')").all() as Row[]).map((r) => r.id as string);
+  }
+
+  // --- bundles ---
+  insertBundle(b: BundleRecord): void {
+    this.db.prepare('INSERT INTO bundles (id, build_id, profile, manifest, signature, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(b.id, b.buildId, b.profile, JSON.stringify(b.manifest), b.signature, b.createdAt);
+  }
+  getBundle(id: string): BundleRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM bundles WHERE id = ?').get(id) as Row | undefined;
+    return r && {
+      id: r.id as string, buildId: r.build_id as string, profile: r.profile as string,
+      manifest: JSON.parse(r.manifest as string) as Manifest, signature: r.signature as string, createdAt: r.created_at as string,
+    };
+  }
+
+  // --- rollouts, groups, actions ---
+  insertRollout(r: RolloutRecord, actions: ActionRecord[], groupPositions: number[]): void {
+    this.transaction(() => {
+      this.db.prepare('INSERT INTO rollouts (id, build_id, status, target, created_at) VALUES (?, ?, ?, ?, ?)').run(r.id, r.buildId, r.status, JSON.stringify(r.target), r.createdAt);
+      const g = this.db.prepare("INSERT INTO rollout_groups (rollout_id, position, status) VALUES (?, ?, 'running')");
+      for (const p of groupPositions) g.run(r.id, p);
+      for (const a of actions) this.upsertAction(a);
+    });
+  }
+  getRollout(id: string): RolloutRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM rollouts WHERE id = ?').get(id) as Row | undefined;
+    return r && {
+      id: r.id as string, buildId: r.build_id as string, status: r.status as RolloutStatus, target: json(r.target, {}),
+      createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null,
+    };
+  }
+  listRollouts(): RolloutRecord[] {
+    return (this.db.prepare('SELECT id FROM rollouts ORDER BY created_at, id').all() as Row[]).map((r) => this.getRollout(r.id as string)!);
+  }
+  setRolloutStatus(id: string, status: RolloutStatus, finishedAt: string | null): void {
+    this.db.prepare('UPDATE rollouts SET status = ?, finished_at = ? WHERE id = ?').run(status, finishedAt, id);
+  }
+  listActions(rolloutId: string): ActionRecord[] {
+    return (this.db.prepare('SELECT * FROM actions WHERE rollout_id = ? ORDER BY group_position, device_id').all(rolloutId) as Row[]).map(toAction);
+  }
+  getAction(rolloutId: string, deviceId: string): ActionRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM actions WHERE rollout_id = ? AND device_id = ?').get(rolloutId, deviceId) as Row | undefined;
+    return r && toAction(r);
+  }
+  upsertAction(a: ActionRecord): void {
+    this.db.prepare(`INSERT INTO actions (rollout_id, device_id, group_position, bundle_id, state, code, reason, result, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (rollout_id, device_id) DO UPDATE SET bundle_id = excluded.bundle_id, state = excluded.state, code = excluded.code,
+        reason = excluded.reason, result = excluded.result, updated_at = excluded.updated_at`)
+      .run(a.rolloutId, a.deviceId, a.groupPosition, a.bundleId, a.state, a.code, a.reason, a.result ? JSON.stringify(a.result) : null, a.updatedAt);
+  }
+  /** The device's newest action that is not finished; superseded by any later rollout to it. */
+  latestActionForDevice(deviceId: string): ActionRecord | undefined {
+    const r = this.db.prepare('SELECT a.* FROM actions a JOIN rollouts r ON r.id = a.rollout_id WHERE a.device_id = ? ORDER BY r.created_at DESC, r.id DESC LIMIT 1').get(deviceId) as Row | undefined;
+    return r && toAction(r);
+  }
+}

@@ -1,0 +1,90 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Profile } from '@edgepack/firmware-profiles';
+import { checkDeviceCredential } from '@edgepack/protocol';
+import type { BlobStore } from '../blob-store.js';
+import type { ServerConfig } from '../config.js';
+import type { Store } from '../db/store.js';
+import type { RolloutService } from '../rollout-service.js';
+import type { BuildQueue } from '../build/build-queue.js';
+import { HttpError, installErrorHandling } from './errors.js';
+import { registerDeviceRoutes } from './routes/devices.js';
+import { registerModelRoutes } from './routes/models.js';
+import { registerBuildRoutes } from './routes/builds.js';
+import { registerRolloutRoutes } from './routes/rollouts.js';
+import { registerBundleRoutes } from './routes/bundles.js';
+
+export interface AppDeps {
+  store: Store;
+  blobs: BlobStore;
+  profiles: readonly Profile[];
+  config: Pick<ServerConfig, 'maxModelBytes' | 'heartbeatSec' | 'enrollmentTokenTtlSec' | 'publicHost'>;
+  adminToken: string;
+  signingPublicKey: string;
+  mqttPort: () => number;
+  rollouts: RolloutService;
+  builds: BuildQueue;
+  onDeviceRevoked: (deviceId: string) => Promise<void>;
+  now: () => Date;
+  logger?: boolean | object;
+}
+
+export type Caller = { kind: 'admin' } | { kind: 'device'; deviceId: string };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller?: Caller;
+  }
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+/**
+ * Builds the Fastify app without listening, so tests drive it with inject() and the server
+ * adapter decides where it listens.
+ */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: 1 << 20 });
+  installErrorHandling(app);
+
+  // Model uploads arrive as raw bytes; hand the stream itself to the route so it goes straight
+  // to the blob store with the size limit enforced as it streams.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+
+  // Authorization: the admin bearer token for the API; a device credential for its own downloads.
+  app.decorateRequest('caller', undefined);
+  app.addHook('onRequest', async (req: FastifyRequest) => {
+    if (!req.url.startsWith('/v1/') || req.url === '/v1/enroll' || req.url.startsWith('/v1/health')) return;
+    const header = req.headers.authorization ?? '';
+    const [scheme, value] = header.split(' ', 2) as [string, string | undefined];
+    if (scheme === 'Bearer' && value && sameSecret(value, deps.adminToken)) {
+      req.caller = { kind: 'admin' };
+      return;
+    }
+    if (scheme === 'Device' && value && req.url.startsWith('/v1/bundles/')) {
+      const [deviceId = '', credential = ''] = value.split(':', 2);
+      const device = deps.store.getDevice(deviceId);
+      if (device && !device.revokedAt && checkDeviceCredential(deviceId, credential, device.publicKey, deps.now()).ok) {
+        req.caller = { kind: 'device', deviceId };
+        return;
+      }
+    }
+    throw new HttpError(401, 'UNAUTHORIZED', header ? 'credential not accepted' : 'missing Authorization header (Bearer <admin token>)');
+  });
+
+  app.get('/v1/health', async () => ({ status: 'ok' }));
+  registerDeviceRoutes(app, deps);
+  registerModelRoutes(app, deps);
+  registerBuildRoutes(app, deps);
+  registerRolloutRoutes(app, deps);
+  registerBundleRoutes(app, deps);
+  return app;
+}
+
+export function requireAdmin(req: FastifyRequest): void {
+  if (req.caller?.kind !== 'admin') throw new HttpError(403, 'FORBIDDEN', 'this endpoint needs the admin token');
+}

@@ -1,0 +1,47 @@
+import type { FastifyInstance } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import type { BuildRecord } from '../../db/store.js';
+import { newId } from '../../ids.js';
+import { requireAdmin, type AppDeps } from '../app.js';
+import { HttpError } from '../errors.js';
+
+const CreateBuild = Type.Object({
+  modelId: Type.String({ minLength: 1 }),
+  profiles: Type.Optional(Type.Array(Type.String(), { minItems: 1, maxItems: 64 })),
+});
+const IdParams = Type.Object({ id: Type.String() });
+
+export function buildView(b: BuildRecord) {
+  return {
+    id: b.id, modelId: b.modelId, status: b.status, error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt,
+    artifacts: b.artifacts.map((a) => ({
+      profile: a.profile, status: a.status, format: a.format, precision: a.precision, bundleId: a.bundleId, sizeBytes: a.sizeBytes,
+      ...(a.reason ? { reason: a.reason } : {}), ...a.details,
+    })),
+  };
+}
+
+export function registerBuildRoutes(app: FastifyInstance, deps: AppDeps): void {
+  const { store, now } = deps;
+
+  app.post<{ Body: Static<typeof CreateBuild> }>('/v1/builds', { schema: { body: CreateBuild } }, async (req, reply) => {
+    requireAdmin(req);
+    const model = store.getModel(req.body.modelId);
+    if (!model) throw new HttpError(404, 'MODEL_NOT_FOUND', `model ${req.body.modelId} not found`);
+    const known = deps.profiles.map((p) => p.id);
+    const profiles = req.body.profiles ? [...new Set(req.body.profiles)] : known;
+    const unknown = profiles.filter((p) => !known.includes(p));
+    if (unknown.length) throw new HttpError(400, 'PROFILE_NOT_FOUND', `unknown profiles ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    const id = newId('bld');
+    store.insertBuild({ id, modelId: model.id, profiles, createdAt: now().toISOString() });
+    deps.builds.enqueue(id);
+    return reply.status(201).send({ build: buildView(store.getBuild(id)!) });
+  });
+
+  app.get<{ Params: Static<typeof IdParams> }>('/v1/builds/:id', { schema: { params: IdParams } }, async (req) => {
+    requireAdmin(req);
+    const b = store.getBuild(req.params.id);
+    if (!b) throw new HttpError(404, 'BUILD_NOT_FOUND', `build ${req.params.id} not found`);
+    return { build: buildView(b) };
+  });
+}

@@ -1,0 +1,127 @@
+import {
+  CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
+  deviceTopic, encodeChunkFrame, errorMessage, parseDeviceTopic, type DesiredState, type Notice,
+} from '@edgepack/protocol';
+import type { Aedes, AedesPublishPacket, Client } from 'aedes';
+import type { BlobStore } from '../blob-store.js';
+import type { Store } from '../db/store.js';
+import type { Logger } from '../logger.js';
+import type { DesiredPublisher, RolloutService } from '../rollout-service.js';
+
+/**
+ * Everything the orchestrator says to and hears from devices over MQTT. One handler per
+ * device topic; every payload is validated and an invalid one is answered on the device's
+ * notice topic, never allowed to throw into the broker.
+ */
+export class DeviceGateway implements DesiredPublisher {
+  private readonly status = new Validator('status report', StatusReportSchema);
+  private readonly heartbeat = new Validator('heartbeat', HeartbeatSchema);
+  private readonly chunkRequest = new Validator('chunk request', ChunkRequestSchema);
+  private readonly presence = new Validator('presence', PresenceSchema);
+  rollouts?: RolloutService;
+
+  constructor(private readonly deps: { aedes: Aedes; store: Store; blobs: BlobStore; log: Logger; now: () => Date }) {
+    deps.aedes.on('publish', (packet, client) => {
+      if (client) void this.onDevicePublish(client, packet);
+    });
+    // A clean DISCONNECT sends no will (MQTT 3.1.1 §3.14.4), so mark the device offline here too.
+    deps.aedes.on('clientDisconnect', (client) => this.markOffline(client.id));
+    deps.aedes.on('clientReady', (client) => {
+      const device = deps.store.getDevice(client.id);
+      if (device) deps.store.markSeen(client.id, deps.now().toISOString());
+    });
+  }
+
+  private publish(topic: string, payload: Buffer | string, retain: boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.deps.aedes.publish(
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: 1, retain, dup: false },
+        (err) => (err ? reject(err) : resolve()),
+      );
+    });
+  }
+
+  publishDesired(deviceId: string, desired: DesiredState): Promise<void> {
+    return this.publish(deviceTopic(deviceId, DeviceTopic.desired), JSON.stringify(desired), true);
+  }
+
+  /** An empty retained payload deletes the retained message (MQTT 3.1.1 §3.3.1.3). */
+  clearDesired(deviceId: string): Promise<void> {
+    return this.publish(deviceTopic(deviceId, DeviceTopic.desired), Buffer.alloc(0), true);
+  }
+
+  private notice(deviceId: string, code: string, message: string, topic?: string): void {
+    const n: Notice = { v: PROTOCOL_VERSION, code, message, ...(topic ? { topic } : {}) };
+    this.publish(deviceTopic(deviceId, DeviceTopic.notice), JSON.stringify(n), false).catch(() => undefined);
+  }
+
+  private markOffline(deviceId: string): void {
+    if (this.deps.store.getDevice(deviceId)) this.deps.store.markOffline(deviceId);
+  }
+
+  private async onDevicePublish(client: Client, packet: AedesPublishPacket): Promise<void> {
+    const { log, store, now } = this.deps;
+    const t = parseDeviceTopic(packet.topic);
+    if (!t || t.deviceId !== client.id) return; // the authorizer already refused these
+    const payload = packet.payload as Buffer;
+    try {
+      switch (t.kind) {
+        case DeviceTopic.status: {
+          const r = this.status.parse(payload);
+          if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          const why = this.rollouts?.onStatus(client.id, r.value);
+          if (why) this.notice(client.id, 'STATUS_REFUSED', why, packet.topic);
+          store.markSeen(client.id, now().toISOString());
+          return;
+        }
+        case DeviceTopic.heartbeat: {
+          const r = this.heartbeat.parse(payload);
+          if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          store.recordHeartbeat(client.id, r.value, now().toISOString());
+          return;
+        }
+        case DeviceTopic.presence: {
+          const r = this.presence.parse(payload);
+          if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          if (r.value.online) store.markSeen(client.id, now().toISOString());
+          else store.markOffline(client.id);
+          return;
+        }
+        case DeviceTopic.chunkRequest: {
+          const r = this.chunkRequest.parse(payload);
+          if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          await this.serveChunks(client.id, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
+          return;
+        }
+        default:
+          return;
+      }
+    } catch (err) {
+      log.error({ deviceId: client.id, topic: packet.topic, err: errorMessage(err) }, 'device message handler failed');
+      this.notice(client.id, 'INTERNAL_ERROR', `could not handle message: ${errorMessage(err)}`, packet.topic);
+    }
+  }
+
+  private refuse(deviceId: string, code: string, reason: string, topic: string): void {
+    this.deps.log.warn({ deviceId, topic, code }, `invalid device message: ${reason}`);
+    this.notice(deviceId, code, reason, topic);
+  }
+
+  /** Sends chunks only of bundles this device was told to install, and only their listed files. */
+  private async serveChunks(deviceId: string, bundleId: string, sha256: string, index: number, count: number): Promise<void> {
+    const { store, blobs } = this.deps;
+    const bundle = store.getBundle(bundleId);
+    const latest = store.latestActionForDevice(deviceId);
+    const entitled = bundle && (latest?.bundleId === bundleId || store.getDevice(deviceId)?.activeBundle === bundleId);
+    if (!bundle || !entitled) return this.notice(deviceId, 'BUNDLE_NOT_ASSIGNED', `bundle ${bundleId} is not assigned to this device`);
+    const file = bundle.manifest.files.find((f) => f.sha256 === sha256);
+    if (!file) return this.notice(deviceId, 'FILE_NOT_IN_BUNDLE', `file ${sha256} is not part of bundle ${bundleId}`);
+    const total = Math.max(1, Math.ceil(file.length / CHUNK_SIZE));
+    if (index >= total) return this.notice(deviceId, 'CHUNK_OUT_OF_RANGE', `chunk ${index} is past the last chunk ${total - 1} of ${sha256}`);
+    const topic = deviceTopic(deviceId, DeviceTopic.chunk);
+    for (let i = index; i < Math.min(total, index + count); i++) {
+      const bytes = await blobs.readRange(sha256, i * CHUNK_SIZE, Math.min(CHUNK_SIZE, file.length - i * CHUNK_SIZE));
+      await this.publish(topic, encodeChunkFrame({ bundleId, sha256, index: i, fileLength: file.length, bytes }), false);
+    }
+  }
+}
