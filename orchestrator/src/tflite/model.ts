@@ -34,7 +34,7 @@ export type TfliteOptions =
   | { type: 'ReducerOptions'; keepDims: boolean }
   | { type: 'SqueezeOptions'; squeezeDims: number[] }
   | { type: 'LeakyReluOptions'; alpha: number }
-  | { type: 'PadOptions' | 'TransposeOptions' | 'DequantizeOptions' | 'QuantizeOptions' | 'HardSwishOptions' | 'MaximumMinimumOptions' };
+  | { type: 'PadOptions' | 'PadV2Options' | 'TransposeOptions' | 'DequantizeOptions' | 'QuantizeOptions' | 'HardSwishOptions' | 'MaximumMinimumOptions' };
 
 export interface TfliteOperator {
   opcode: BuiltinOperator;
