@@ -36,7 +36,12 @@ export const ManifestSchema = Type.Object({
   /** Golden samples live in the file named here (sha256-pinned through `files`), not inline, so a large input never bloats the manifest. */
   golden: Type.Object({ file: Type.String({ pattern: BUNDLE_FILE_NAME }), count: Type.Integer({ minimum: 0 }), maxAbsError: Type.Number({ minimum: 0 }) }),
   runtime: Type.Object({ name: Type.String(), executionProviders: Type.Array(Type.String()) }),
-  acceptance: Type.Object({ p95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) }),
+  /** What the on-device acceptance benchmark must show before the bundle is activated. */
+  acceptance: Type.Object({
+    p95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    warmupRuns: Type.Optional(Type.Integer({ minimum: 0 })),
+    runs: Type.Optional(Type.Integer({ minimum: 1 })),
+  }),
   createdAt: Type.String({ minLength: 1 }),
   expiresAt: Type.String({ minLength: 1 }),
   keyId: Type.String(),

@@ -37,7 +37,10 @@ export function buildManifest(i: BundleInput): Manifest {
     io: i.io,
     golden: { file: 'golden.json', count: i.goldenFile.count, maxAbsError: i.goldenMaxAbsError },
     runtime: { name: i.profile.runtime.name, executionProviders: i.profile.runtime.executionProviders },
-    acceptance: { p95LatencyMs: i.profile.budgets.p95LatencyMs },
+    acceptance: {
+      p95LatencyMs: i.profile.budgets.p95LatencyMs,
+      ...(i.profile.benchmark ? { warmupRuns: i.profile.benchmark.warmupRuns, runs: i.profile.benchmark.runs } : {}),
+    },
     createdAt: i.now.toISOString(),
     expiresAt: new Date(i.now.getTime() + i.ttlDays * 86400_000).toISOString(),
     keyId: i.keyId,

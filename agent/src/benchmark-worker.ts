@@ -1,0 +1,83 @@
+// Runs in a child process: load time, warm-up, timed runs and golden samples for one installed
+// bundle. A separate process gives a true peak RSS for the model alone and keeps a runtime that
+// crashes or leaks from taking the agent down with it.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { GoldenFileSchema, Validator, modelFile, type BenchmarkResult, type Manifest } from '@edgepack/protocol';
+import { decodeGolden, latencySummary, maxAbsDiff } from './benchmark-stats.js';
+import type { ModelRunner, RunnerOptions } from './runtime/runner.js';
+
+export interface BenchmarkJob {
+  bundleDir: string;
+  manifest: Manifest;
+  warmupRuns: number;
+  runs: number;
+  providers: string[];
+}
+
+async function createRunner(manifest: Manifest, bytes: Uint8Array, options: RunnerOptions): Promise<ModelRunner> {
+  if (manifest.format === 'tflite') {
+    const { createLiteRtRunner } = await import('./runtime/litert-runner.js');
+    return createLiteRtRunner(bytes, options);
+  }
+  const { createOnnxRunner } = await import('./runtime/onnx-runner.js');
+  return createOnnxRunner(bytes, options);
+}
+
+export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> {
+  const { manifest } = job;
+  const bytes = new Uint8Array(await readFile(join(job.bundleDir, modelFile(manifest).path)));
+  const goldenParsed = new Validator('golden file', GoldenFileSchema).parse(await readFile(join(job.bundleDir, manifest.golden.file)), 256 << 20);
+  if (!goldenParsed.ok) throw Object.assign(new Error(goldenParsed.reason), { code: 'GOLDEN_INVALID' });
+  const samples = decodeGolden(goldenParsed.value);
+  if (samples.length === 0) throw Object.assign(new Error('bundle has no golden samples to check'), { code: 'GOLDEN_INVALID' });
+
+  const t0 = performance.now();
+  const runner = await createRunner(manifest, bytes, { providers: job.providers, intraOpThreads: 1 });
+  const loadMs = performance.now() - t0;
+  try {
+    let maxErr = 0;
+    for (const s of samples) {
+      const out = await runner.run(s.inputs);
+      for (const [name, expected] of Object.entries(s.outputs)) {
+        const got = out[name];
+        maxErr = Math.max(maxErr, got ? maxAbsDiff(got, expected) : Infinity);
+      }
+    }
+    const feeds = samples[0]!.inputs;
+    for (let i = 0; i < job.warmupRuns; i++) await runner.run(feeds);
+    const times: number[] = [];
+    const started = performance.now();
+    for (let i = 0; i < job.runs; i++) {
+      const s = performance.now();
+      await runner.run(feeds);
+      times.push(performance.now() - s);
+    }
+    const elapsed = performance.now() - started;
+    return {
+      runtime: runner.runtime,
+      providers: runner.providers,
+      loadMs: Math.round(loadMs * 1000) / 1000,
+      warmupRuns: job.warmupRuns,
+      runs: job.runs,
+      latencyMs: latencySummary(times),
+      throughputPerSec: Math.round((job.runs / (elapsed / 1000)) * 100) / 100,
+      // maxRSS is in KiB and covers this process's whole life, which is this one benchmark.
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      golden: { passed: maxErr <= manifest.golden.maxAbsError, maxAbsError: Number.isFinite(maxErr) ? maxErr : 1e308, samples: samples.length },
+    };
+  } finally {
+    await runner.close();
+  }
+}
+
+// When forked: take one job over IPC, answer with one message, exit.
+if (process.send) {
+  process.once('message', (job: BenchmarkJob) => {
+    runBenchmark(job).then(
+      (result) => process.send!({ ok: true, result }, () => process.exit(0)),
+      (err: Error & { code?: string }) => process.send!({ ok: false, code: err.code ?? 'BENCHMARK_FAILED', message: err.message }, () => process.exit(0)),
+    );
+  });
+}

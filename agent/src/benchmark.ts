@@ -1,0 +1,31 @@
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { EdgepackError, type BenchmarkResult } from '@edgepack/protocol';
+import type { BenchmarkJob } from './benchmark-worker.js';
+
+/** Runs the benchmark in a child process with a time limit; a crash or hang becomes a coded error. */
+export function benchmarkInChild(job: BenchmarkJob, timeoutMs: number): Promise<BenchmarkResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(new URL('./benchmark-worker.js', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    let stderr = '';
+    let settled = false;
+    child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-2000); });
+    const timer = setTimeout(() => {
+      finish(new EdgepackError('BENCHMARK_TIMEOUT', `benchmark did not finish within ${timeoutMs} ms`));
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    const finish = (outcome: BenchmarkResult | Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
+    };
+    child.on('message', (m: { ok: true; result: BenchmarkResult } | { ok: false; code: string; message: string }) => {
+      finish(m.ok ? m.result : new EdgepackError(m.code, m.message));
+    });
+    child.on('exit', (code, signal) => finish(new EdgepackError('BENCHMARK_CRASHED', `benchmark process exited (${signal ?? code}) without a result${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`)));
+    child.on('error', (err) => finish(new EdgepackError('BENCHMARK_CRASHED', err.message)));
+    child.send(job);
+  });
+}
