@@ -6,6 +6,7 @@ type CommandModule = { run(argv: string[]): Promise<number> };
 const commands: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
   serve: { summary: 'run the orchestrator (HTTP API, MQTT broker, builds, rollouts)', load: () => import('./commands/serve.js') },
   inspect: { summary: 'show an ONNX model\'s IR, opsets, inputs/outputs, ops, parameters, MACs, sha256', load: () => import('./commands/inspect.js') },
+  convert: { summary: 'convert an ONNX model to TFLite (fp32, int8-dynamic, full-integer int8)', load: () => import('./commands/convert.js') },
 };
 
 function usage(): string {
