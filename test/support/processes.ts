@@ -1,0 +1,130 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AGENT_CLI, ORCHESTRATOR_CLI } from './paths.js';
+
+export interface Proc {
+  child: ChildProcess;
+  stderr: () => string;
+  /** Resolves with the first stdout JSON line whose `event` matches. */
+  event: (name: string, timeoutMs?: number) => Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+  kill: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+export function startProcess(file: string, args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  let err = '';
+  const waiters: { name: string; resolve: (v: Record<string, unknown>) => void }[] = [];
+  const seen: Record<string, unknown>[] = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    let nl;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      const line = out.slice(0, nl);
+      out = out.slice(nl + 1);
+      try {
+        const msg = JSON.parse(line) as Record<string, unknown>;
+        seen.push(msg);
+        for (const w of waiters.filter((w) => w.name === msg.event)) w.resolve(msg);
+      } catch { /* not an event line */ }
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-200_000); });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    stderr: () => err,
+    exited,
+    event: (name, timeoutMs = 20_000) => {
+      const hit = seen.find((m) => m.event === name);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no '${name}' event within ${timeoutMs} ms; stderr:\n${err.slice(-3000)}`)), timeoutMs);
+        waiters.push({ name, resolve: (v) => { clearTimeout(t); resolve(v); } });
+        void exited.then((code) => { clearTimeout(t); reject(new Error(`process exited (${code}) before '${name}'; stderr:\n${err.slice(-3000)}`)); });
+      });
+    },
+    kill: async (signal = 'SIGTERM') => {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export async function tempDir(prefix: string): Promise<{ path: string; remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `edgepack-${prefix}-`));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+export interface Orchestrator {
+  proc: Proc;
+  url: string;
+  httpPort: number;
+  mqttPort: number;
+  dataDir: string;
+  adminToken: string;
+  api: <T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number; body: T }>;
+  stop: () => Promise<void>;
+}
+
+export async function startOrchestrator(dataDir: string, extraArgs: string[] = []): Promise<Orchestrator> {
+  const proc = startProcess(ORCHESTRATOR_CLI(), ['serve', '--data-dir', dataDir, '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--heartbeat-sec', '2', '--log-level', 'debug', ...extraArgs]);
+  const ev = await proc.event('listening');
+  const adminToken = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+  const url = `http://127.0.0.1:${ev.httpPort}`;
+  return {
+    proc, url, httpPort: ev.httpPort as number, mqttPort: ev.mqttPort as number, dataDir, adminToken,
+    api: async (method, path, body, headers = {}) => {
+      const isBytes = body instanceof Uint8Array;
+      const res = await fetch(url + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${adminToken}`,
+          ...(body === undefined ? {} : { 'content-type': isBytes ? 'application/octet-stream' : 'application/json' }),
+          ...headers,
+        },
+        ...(body === undefined ? {} : { body: isBytes ? body : JSON.stringify(body) }),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try { parsed = JSON.parse(text); } catch { /* keep text */ }
+      return { status: res.status, body: parsed as any };
+    },
+    stop: async () => { await proc.kill('SIGTERM'); },
+  };
+}
+
+export async function startAgent(o: Orchestrator, dataDir: string, opts: { profile?: string; name?: string; env?: Record<string, string>; enroll?: boolean } = {}): Promise<Proc> {
+  const args = ['--server', o.url, '--data-dir', dataDir, '--bench-runs', '10', '--log-level', 'debug'];
+  if (opts.enroll !== false) {
+    const t = await o.api('POST', '/v1/enrollment-tokens', {});
+    if (t.status !== 201) throw new Error(`enrollment token: ${t.status} ${JSON.stringify(t.body)}`);
+    args.push('--enroll', t.body.token);
+  }
+  if (opts.profile) args.push('--profile', opts.profile);
+  if (opts.name) args.push('--name', opts.name);
+  const proc = startProcess(AGENT_CLI(), args, opts.env);
+  await proc.event('started');
+  return proc;
+}
+
+/** Polls `fn` until it returns a truthy value or the time runs out; the last value is in the error. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
