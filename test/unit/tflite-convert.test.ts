@@ -128,3 +128,12 @@ test('full-integer int8 of a small CNN stays close to float; int8 IO option give
 test('int8 without calibration data is refused with TFLITE_CALIBRATION_REQUIRED', async () => {
   await assert.rejects(convertOnnxToTflite(smallCnn(), { precision: 'int8' }), (e: { code?: string }) => e.code === 'TFLITE_CALIBRATION_REQUIRED');
 });
+
+test('mobilenet_v2 fp32: output cosine vs ONNX ≥ 0.999 (pads, depthwise, residual adds, GAP)', async (t) => {
+  if (!dir) return t.skip(SHARED_MISSING);
+  const onnx = new Uint8Array(await readFile(path.join(dir, 'mobilenet_v2.onnx')));
+  const { ortOut, tflOut, conversion } = await compareWithOnnx(onnx, [1, 3, 224, 224], { precision: 'fp32' }, 21);
+  assert.ok(cosine(tflOut[0], ortOut[0]) >= 0.999, `cosine ${cosine(tflOut[0], ortOut[0])}`);
+  assert.equal(conversion.operators.DEPTHWISE_CONV_2D, 17);
+  assert.equal(conversion.operators.TRANSPOSE ?? 0, 0);
+});

@@ -103,7 +103,7 @@ export async function compareWithOnnx(
 ): Promise<{ maxErr: number; conversion: ConversionResult; ortOut: Float32Array[]; tflOut: Float32Array[] }> {
   const conversion = await convertOnnxToTflite(onnx, options);
   const x = randomData(inputDims.reduce((a, b) => a * b, 1), seed);
-  const expected = await ortRun(onnx, { x: { data: x, dims: inputDims } });
+  const expected = await ortRun(onnx, { [conversion.inputs[0].name]: { data: x, dims: inputDims } });
   const session = await openLiteRtSession(conversion.tflite);
   try {
     const tflOut = await runConverted(session, conversion, x, inputDims);

@@ -25,14 +25,28 @@ export function liteRtWasmDir(): string {
   return path.resolve(path.dirname(main), '..', 'wasm') + path.sep;
 }
 
-function installLoaderGlobals(wasmDir: string, log: (line: string) => void): void {
+/**
+ * Sets the loader globals and returns a function restoring any that the host had already
+ * defined (e.g. `node -e` defines `require` and `__dirname`), once the wasm is instantiated.
+ */
+function installLoaderGlobals(wasmDir: string, log: (line: string) => void): () => void {
   const g = globalThis as Record<string, unknown>;
-  g.self ??= globalThis;
-  g.require ??= packageRequire;
-  g.__dirname ??= wasmDir;
-  g.importScripts ??= (file: string) => vm.runInThisContext(fs.readFileSync(file, 'utf8'), { filename: file });
+  const wanted: Record<string, unknown> = {
+    self: globalThis,
+    require: packageRequire,
+    __dirname: wasmDir,
+    importScripts: (file: string) => vm.runInThisContext(fs.readFileSync(file, 'utf8'), { filename: file }),
+  };
+  const previous = new Map<string, unknown>();
+  for (const [key, value] of Object.entries(wanted)) {
+    if (g[key] !== undefined) previous.set(key, g[key]);
+    g[key] = value;
+  }
   const mod = (g.Module ??= {}) as Record<string, unknown>;
   mod.printErr ??= log;
+  return () => {
+    for (const [key, value] of previous) g[key] = value;
+  };
 }
 
 /**
@@ -44,7 +58,7 @@ export async function loadLiteRtRuntime(options: LiteRtLoadOptions = {}): Promis
   const existing = lib.getGlobalLiteRtPromise();
   if (existing) return { lib, liteRt: await existing };
   const wasmDir = liteRtWasmDir();
-  installLoaderGlobals(wasmDir, options.log ?? (() => {}));
+  const restoreGlobals = installLoaderGlobals(wasmDir, options.log ?? (() => {}));
   // loadLiteRt probes for WebGPU and warns once through console.warn; that is expected in Node.
   const warn = console.warn;
   console.warn = (...args: unknown[]) => options.log?.(args.map(String).join(' '));
@@ -52,5 +66,6 @@ export async function loadLiteRtRuntime(options: LiteRtLoadOptions = {}): Promis
     return { lib, liteRt: await lib.loadLiteRt(wasmDir) };
   } finally {
     console.warn = warn;
+    restoreGlobals();
   }
 }
