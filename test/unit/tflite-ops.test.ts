@@ -154,6 +154,12 @@ test('ReduceMean over H,W with keepdims=0 and over channels', async () => {
 
 test('Flatten of a spatial tensor and Reshape via a folded Shape/Gather/Concat subgraph', async () => {
   await expectMatch(graph(IMG, (g, x) => g.node('Flatten', [x], 1, { axis: 1 })[0]), IMG, { RESHAPE: 1 });
+  // Feeding a dense layer, the flatten order change moves into the weights instead of a TRANSPOSE.
+  await expectMatch(
+    graph(IMG, (g, x, r) => g.node('Gemm', [g.node('Flatten', [g.node('Relu', [x])[0]], 1, { axis: 1 })[0], weights(g, 'Wf', [5, 192], r)], 1, { transB: 1 })[0]),
+    IMG,
+    { RESHAPE: 1, TRANSPOSE: 0, FULLY_CONNECTED: 1 },
+  );
   await expectMatch(
     graph(IMG, (g, x) => {
       const shape = g.node('Shape', [x])[0];

@@ -40,6 +40,11 @@ interface Value {
   shape: number[];
   /** True when the TFLite tensor is the NHWC permutation of this rank-4 ONNX value. */
   nhwc: boolean;
+  /**
+   * Set on a [N, C·H·W] flatten whose TFLite data is in H,W,C order (no transpose emitted);
+   * only a FULLY_CONNECTED consumer may read it, permuting its weight columns to match.
+   */
+  hwcOf?: [number, number, number];
 }
 
 interface Const {
@@ -582,6 +587,19 @@ class Lowering {
 
   fullyConnected(node: NodeProto, x: Value, weightsOI: Float32Array, O: number, I: number, bias: Float32Array, weightName: string): void {
     const input = this.plain(x);
+    if (x.hwcOf) {
+      // Input columns arrive in H,W,C order; reorder each weight row from C,H,W to match.
+      const [C, H, W] = x.hwcOf;
+      const reordered = new Float32Array(weightsOI.length);
+      for (let o = 0; o < O; o++) {
+        for (let c = 0; c < C; c++) {
+          for (let h = 0; h < H; h++) {
+            for (let w = 0; w < W; w++) reordered[o * I + (h * W + w) * C + c] = weightsOI[o * I + (c * H + h) * W + w];
+          }
+        }
+      }
+      weightsOI = reordered;
+    }
     const keepNumDims = x.shape.length > 2;
     const outShape = [...x.shape.slice(0, -1), O];
     const w = this.g.constFloat(weightName, [O, I], weightsOI);
@@ -762,7 +780,26 @@ class Lowering {
     const x = this.value(node, node.input[0]);
     const axisRaw = attrs(node).int('axis', 1);
     const axis = axisRaw < 0 ? axisRaw + x.shape.length : axisRaw;
-    this.reshapeTo(node, x, [sizeOf(x.shape.slice(0, axis)), sizeOf(x.shape.slice(axis))]);
+    const outShape = [sizeOf(x.shape.slice(0, axis)), sizeOf(x.shape.slice(axis))];
+    const orderSafe = x.shape[1] === 1 || (x.shape[2] === 1 && x.shape[3] === 1);
+    if (x.nhwc && axis === 1 && !orderSafe && this.feedsOnlyDenseLayer(node.output[0])) {
+      // Flatten NHWC data as is and let the dense layer absorb the order change in its weights:
+      // no TRANSPOSE, which Edge TPU and MCU targets handle poorly.
+      const shapeT = this.g.constInt32(`${node.output[0]}/shape`, [2], outShape);
+      const out = this.g.activation(node.output[0], outShape);
+      this.g.addOperator({ opcode: BuiltinOperator.RESHAPE, version: 1, inputs: [x.tensor, shapeT], outputs: [out], options: { type: 'ReshapeOptions', newShape: outShape } });
+      this.values.set(node.output[0], { tensor: out, shape: outShape, nhwc: false, hwcOf: [x.shape[1], x.shape[2], x.shape[3]] });
+      return;
+    }
+    this.reshapeTo(node, x, outShape);
+  }
+
+  /** True when `name` is read by exactly one Gemm/MatMul (as its data input) with constant weights. */
+  feedsOnlyDenseLayer(name: string): boolean {
+    if ((this.uses.get(name) ?? 0) !== 1) return false;
+    const consumer = this.graph.node.find((n) => n.input.includes(name));
+    if (!consumer || (consumer.opType !== 'Gemm' && consumer.opType !== 'MatMul')) return false;
+    return consumer.input[0] === name && this.isConst(consumer.input[1]) && !consumer.input.slice(1).includes(name);
   }
 
   reshape(node: NodeProto): void {
