@@ -245,6 +245,7 @@ export class Agent {
     this.state.deployment = next;
     if (next.phase === 'done' && next.result) this.state.lastBenchmark = next.result;
     await this.persist();
+    this.fault(`kill-after-${next.phase}`);
     if (reportedState(next.phase) !== reportedState(d.phase) || isTerminal(next.phase)) this.report(next);
     this.o.log.info({ bundleId: d.bundle.manifest.bundleId, from: d.phase, to: next.phase, code: next.code }, next.reason ?? 'transition');
   }

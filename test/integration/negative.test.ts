@@ -34,11 +34,11 @@ after(async () => {
 });
 
 /** Uploads and builds a model for the gateway profile; returns the bundle built for it. */
-async function buildFor(bytes: Uint8Array): Promise<{ buildId: string; bundleId: string; modelSha: string }> {
+async function buildFor(bytes: Uint8Array, extra: object = {}): Promise<{ buildId: string; bundleId: string; modelSha: string }> {
   version++;
   const up = await orch.api('POST', `/v1/models?name=neg&version=${version}`, bytes);
   assert.equal(up.status, 201, JSON.stringify(up.body));
-  const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['x86-64-gateway'] });
+  const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['x86-64-gateway'], ...extra });
   const build = await until('build done', async () => {
     const r = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
     return r.body.build.status === 'succeeded' && r.body.build;
@@ -102,6 +102,19 @@ test('a bundle with a bad signature is refused before download; the previous mod
   // Nothing of it was fetched: the refusal came before any chunk was asked for.
   const downloads = await readdir(join(dir.path, 'agent', 'downloads'));
   assert.ok(!downloads.some((f) => f.startsWith(b.modelSha)), `downloads: ${downloads.join(', ')}`);
+});
+
+test('a bundle that misses its latency budget on the device is rolled back, with the figures that failed it', async () => {
+  // A budget no real device can meet: the install, benchmark and rollback all run for real.
+  const b = await buildFor(buildTinyMlpModel({ seed: 104 }), { acceptance: { p95LatencyMs: 0.000001 } });
+  const { device } = await rollOut(b.buildId);
+  assert.equal(device.state, 'rolled_back');
+  assert.equal(device.code, 'LATENCY_BUDGET_EXCEEDED');
+  assert.ok(device.result.latencyMs.p95 > 0.000001);
+  assert.equal(device.result.golden.passed, true);
+  assert.equal(await activeBundle(), firstBundle);
+  const bundles = await readdir(join(dir.path, 'agent', 'bundles'));
+  assert.ok(!bundles.includes(b.bundleId), 'the refused bundle is removed from disk');
 });
 
 test('a malformed upload gets 400 with a reason, and nothing is stored', async () => {
@@ -220,3 +233,24 @@ test('kill -9 during install: after restart the agent finishes the install clean
   const prev = JSON.parse(await readFile(join(dir.path, 'agent', 'previous.json'), 'utf8'));
   assert.ok(prev.bundleId, 'the replaced bundle is kept as previous');
 });
+
+// A power cut right after each phase is persisted, before it is reported or acted on.
+for (const phase of ['verifying', 'benchmarking', 'committing', 'done']) {
+  test(`kill -9 right after entering ${phase}: the restarted agent converges to active`, async () => {
+    await agent.kill('SIGTERM');
+    const faulty = await startAgent(orch, join(dir.path, 'agent'), { enroll: false, env: { EDGEPACK_AGENT_FAULTS: `kill-after-${phase}` } });
+    const b = await buildFor(buildTinyMlpModel({ seed: 200 + version }));
+    const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+    await faulty.exited;
+    assert.equal(faulty.child.signalCode, 'SIGKILL');
+    assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8')).deployment.phase, phase);
+    agent = await startAgent(orch, join(dir.path, 'agent'), { enroll: false });
+    const done = await until('rollout finished after restart', async () => {
+      const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
+      return g.body.rollout.status !== 'running' && g.body.rollout;
+    }, 60_000);
+    assert.equal(done.devices[0].state, 'active', JSON.stringify(done.devices[0]));
+    assert.equal(await activeBundle(), b.bundleId);
+    assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'active.json'), 'utf8')).bundleId, b.bundleId);
+  });
+}

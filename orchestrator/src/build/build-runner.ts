@@ -80,6 +80,7 @@ export async function runBuild(deps: BuildDeps, buildId: string): Promise<void> 
         goldenFile: { sha256: goldenBlob.sha256, length: goldenBlob.sizeBytes, count: golden.samples.length },
         io: { inputs: model.inputs, outputs: model.outputs },
         goldenMaxAbsError: 1e-3,
+        ...(build.options.acceptance?.p95LatencyMs ? { p95LatencyMs: build.options.acceptance.p95LatencyMs } : {}),
         now,
         ttlDays: deps.bundleTtlDays,
         keyId: deps.signing.keyId,

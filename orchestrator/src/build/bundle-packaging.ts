@@ -13,6 +13,8 @@ export interface BundleInput {
   io: { inputs: TensorSpec[]; outputs: TensorSpec[] };
   /** Largest absolute error a device may see on a golden sample before the install is refused. */
   goldenMaxAbsError: number;
+  /** Overrides the profile's p95 latency budget for this bundle. */
+  p95LatencyMs?: number;
   now: Date;
   ttlDays: number;
   keyId: string;
@@ -38,7 +40,7 @@ export function buildManifest(i: BundleInput): Manifest {
     golden: { file: 'golden.json', count: i.goldenFile.count, maxAbsError: i.goldenMaxAbsError },
     runtime: { name: i.profile.runtime.name, executionProviders: i.profile.runtime.executionProviders },
     acceptance: {
-      p95LatencyMs: i.profile.budgets.p95LatencyMs,
+      p95LatencyMs: i.p95LatencyMs ?? i.profile.budgets.p95LatencyMs,
       ...(i.profile.benchmark ? { warmupRuns: i.profile.benchmark.warmupRuns, runs: i.profile.benchmark.runs } : {}),
     },
     createdAt: i.now.toISOString(),

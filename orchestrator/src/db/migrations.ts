@@ -105,4 +105,9 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       CREATE INDEX actions_by_device ON actions(device_id, updated_at);
     `,
   },
+  {
+    version: 2,
+    name: 'build options (acceptance overrides)',
+    sql: `ALTER TABLE builds ADD COLUMN options TEXT NOT NULL DEFAULT '{}';`,
+  },
 ];

@@ -45,9 +45,15 @@ export interface ArtifactRecord {
   details: Record<string, unknown>;
 }
 
+/** Per-build choices an operator can make; absent fields fall back to the profile's. */
+export interface BuildOptions {
+  acceptance?: { p95LatencyMs?: number };
+}
+
 export interface BuildRecord {
   id: string;
   modelId: string;
+  options: BuildOptions;
   status: BuildStatus;
   profiles: string[];
   error: string | null;
@@ -226,9 +232,10 @@ export class Store {
   }
 
   // --- builds and artifacts ---
-  insertBuild(b: { id: string; modelId: string; profiles: string[]; createdAt: string }): void {
+  insertBuild(b: { id: string; modelId: string; profiles: string[]; options: BuildOptions; createdAt: string }): void {
     this.transaction(() => {
-      this.db.prepare("INSERT INTO builds (id, model_id, status, profiles, created_at) VALUES (?, ?, 'queued', ?, ?)").run(b.id, b.modelId, JSON.stringify(b.profiles), b.createdAt);
+      this.db.prepare("INSERT INTO builds (id, model_id, status, profiles, options, created_at) VALUES (?, ?, 'queued', ?, ?, ?)")
+        .run(b.id, b.modelId, JSON.stringify(b.profiles), JSON.stringify(b.options), b.createdAt);
       const stmt = this.db.prepare("INSERT INTO artifacts (build_id, profile, status) VALUES (?, ?, 'pending')");
       for (const p of b.profiles) stmt.run(b.id, p);
     });
@@ -245,7 +252,7 @@ export class Store {
     if (!r) return undefined;
     const artifacts = (this.db.prepare('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(id) as Row[]).map(toArtifact);
     return {
-      id: r.id as string, modelId: r.model_id as string, status: r.status as BuildStatus, profiles: json(r.profiles, []),
+      id: r.id as string, modelId: r.model_id as string, options: json(r.options, {}), status: r.status as BuildStatus, profiles: json(r.profiles, []),
       error: (r.error as string | null) ?? null, createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
     };
   }

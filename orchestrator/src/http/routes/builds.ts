@@ -8,12 +8,14 @@ import { HttpError } from '../errors.js';
 const CreateBuild = Type.Object({
   modelId: Type.String({ minLength: 1 }),
   profiles: Type.Optional(Type.Array(Type.String(), { minItems: 1, maxItems: 64 })),
+  /** Tightens (or loosens) the on-device acceptance check for this build's bundles. */
+  acceptance: Type.Optional(Type.Object({ p95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) }, { additionalProperties: false })),
 });
 const IdParams = Type.Object({ id: Type.String() });
 
 export function buildView(b: BuildRecord) {
   return {
-    id: b.id, modelId: b.modelId, status: b.status, error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt,
+    id: b.id, modelId: b.modelId, options: b.options, status: b.status, error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt,
     artifacts: b.artifacts.map((a) => ({
       profile: a.profile, status: a.status, format: a.format, precision: a.precision, bundleId: a.bundleId, sizeBytes: a.sizeBytes,
       ...(a.reason ? { reason: a.reason } : {}), ...a.details,
@@ -33,7 +35,7 @@ export function registerBuildRoutes(app: FastifyInstance, deps: AppDeps): void {
     const unknown = profiles.filter((p) => !known.includes(p));
     if (unknown.length) throw new HttpError(400, 'PROFILE_NOT_FOUND', `unknown profiles ${unknown.join(', ')}; known: ${known.join(', ')}`);
     const id = newId('bld');
-    store.insertBuild({ id, modelId: model.id, profiles, createdAt: now().toISOString() });
+    store.insertBuild({ id, modelId: model.id, profiles, options: req.body.acceptance ? { acceptance: req.body.acceptance } : {}, createdAt: now().toISOString() });
     deps.builds.enqueue(id);
     return reply.status(201).send({ build: buildView(store.getBuild(id)!) });
   });
