@@ -14,16 +14,25 @@ function usableProviders(ort: Ort, wanted: string[] | undefined): string[] {
 /** ModelRunner over onnxruntime-node; the module is imported lazily so loading the agent stays cheap. */
 export async function createOnnxRunner(modelBytes: Uint8Array, options: RunnerOptions = {}): Promise<ModelRunner> {
   const ort = (await import('onnxruntime-node')).default as unknown as Ort;
-  const providers = usableProviders(ort, options.providers);
+  let providers = usableProviders(ort, options.providers);
+  const create = (eps: string[]) => ort.InferenceSession.create(modelBytes, {
+    executionProviders: eps,
+    intraOpNumThreads: options.intraOpThreads ?? 0,
+    graphOptimizationLevel: 'all',
+  });
   let session: import('onnxruntime-node').InferenceSession;
   try {
-    session = await ort.InferenceSession.create(modelBytes, {
-      executionProviders: providers,
-      intraOpNumThreads: options.intraOpThreads ?? 0,
-      graphOptimizationLevel: 'all',
-    });
+    session = await create(providers);
   } catch (err) {
-    throw new EdgepackError('MODEL_LOAD_FAILED', `onnxruntime could not load the model: ${(err as Error).message.split('\n')[0]}`);
+    // onnxruntime-node lists the CUDA/TensorRT providers even where their shared libraries are
+    // missing; fall back to the CPU rather than refuse a model that runs, and say so in `providers`.
+    if (providers.length === 1) throw new EdgepackError('MODEL_LOAD_FAILED', `onnxruntime could not load the model: ${(err as Error).message.split('\n')[0]}`);
+    try {
+      session = await create(['cpu']);
+      providers = ['cpu'];
+    } catch (err2) {
+      throw new EdgepackError('MODEL_LOAD_FAILED', `onnxruntime could not load the model: ${(err2 as Error).message.split('\n')[0]}`);
+    }
   }
   const info = (m: import('onnxruntime-node').InferenceSession.ValueMetadata): TensorInfo => {
     const meta = m as { name: string; type?: string; shape?: readonly (number | string)[] };

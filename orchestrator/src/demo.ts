@@ -1,0 +1,128 @@
+// `npm run demo`: an orchestrator and three agents with different profiles on loopback, one
+// model rolled out to all of them, and the benchmark each device reported. Everything runs as
+// real processes in a temp dir that is removed afterwards.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildTinyMlpModel } from './onnx/graph-builder.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+const AGENTS = [
+  { name: 'gateway-1', profile: undefined as string | undefined },
+  { name: 'pi5-kitchen', profile: 'raspberry-pi-5' },
+  { name: 'jetson-dock', profile: 'jetson-orin-nano' },
+];
+
+function start(file: string, args: string[]): { child: ChildProcess; event: (name: string) => Promise<Record<string, unknown>> } {
+  const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let buf = '';
+  let errTail = '';
+  const seen: Record<string, unknown>[] = [];
+  const listeners: (() => void)[] = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      try { seen.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>); } catch { /* not an event */ }
+      buf = buf.slice(nl + 1);
+      listeners.forEach((l) => l());
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => { errTail = (errTail + d.toString()).slice(-4000); });
+  return {
+    child,
+    event: (name) => new Promise((ok, fail) => {
+      const check = () => { const m = seen.find((e) => e.event === name); if (m) ok(m); };
+      listeners.push(check);
+      check();
+      child.once('exit', (code) => fail(new Error(`${file} exited (${code}) before '${name}':\n${errTail}`)));
+    }),
+  };
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const work = await mkdtemp(join(tmpdir(), 'edgepack-demo-'));
+  const children: ChildProcess[] = [];
+  try {
+    const orch = start(join(here, 'cli.js'), ['serve', '--data-dir', join(work, 'orchestrator'), '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--log-level', 'warn']);
+    children.push(orch.child);
+    const { httpPort } = await orch.event('listening');
+    const url = `http://127.0.0.1:${httpPort}`;
+    const token = (await readFile(join(work, 'orchestrator', 'admin-token'), 'utf8')).trim();
+    const api = async (method: string, path: string, body?: unknown): Promise<any> => {
+      const bytes = body instanceof Uint8Array;
+      const res = await fetch(url + path, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': bytes ? 'application/octet-stream' : 'application/json' } : {}) },
+        ...(body ? { body: bytes ? body : JSON.stringify(body) } : {}),
+      });
+      const json = (await res.json()) as any;
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+      return json;
+    };
+    console.log(`orchestrator  ${url}  (data in ${work})`);
+
+    const agentCli = join(repo, 'agent', 'dist', 'cli.js');
+    for (const a of AGENTS) {
+      const { token: enroll } = await api('POST', '/v1/enrollment-tokens', {});
+      const args = ['--server', url, '--enroll', enroll, '--data-dir', join(work, a.name), '--name', a.name, '--log-level', 'warn', ...(a.profile ? ['--profile', a.profile] : [])];
+      const agent = start(agentCli, args);
+      children.push(agent.child);
+      const ev = await agent.event('started');
+      console.log(`agent         ${a.name.padEnd(12)} ${String(ev.deviceId)}  profile ${String(ev.profile)}${a.profile ? '' : ' (matched from detected facts)'}`);
+    }
+
+    const shared = resolve(repo, '../shared/models/fashion_cnn.onnx');
+    const model = existsSync(shared)
+      ? { name: 'fashion-cnn', bytes: new Uint8Array(await readFile(shared)) }
+      : { name: 'tiny-mlp', bytes: buildTinyMlpModel() };
+    const { model: m } = await api('POST', `/v1/models?name=${model.name}&version=1.0.0`, model.bytes);
+    console.log(`model         ${m.name}@${m.version}  ${(m.sizeBytes / 1024).toFixed(0)} KiB  opset ${m.opset}  ${m.inputs.map((i: any) => `${i.name}[${i.shape.join(',')}]`).join(' ')}`);
+
+    let { build } = await api('POST', '/v1/builds', { modelId: m.id });
+    while (build.status === 'queued' || build.status === 'running') {
+      await new Promise((r) => setTimeout(r, 200));
+      ({ build } = await api('GET', `/v1/builds/${build.id}`));
+    }
+    for (const a of build.artifacts) console.log(`artifact      ${a.profile.padEnd(18)} ${a.status.padEnd(8)} ${a.status === 'built' ? `${a.format} ${a.precision}` : a.reason}`);
+
+    const devices = (await api('GET', '/v1/devices')).devices as any[];
+    let { rollout } = await api('POST', '/v1/rollouts', { buildId: build.id, target: {} });
+    const deadline = Date.now() + 120_000;
+    while (rollout.status === 'running' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      ({ rollout } = await api('GET', `/v1/rollouts/${rollout.id}`));
+    }
+
+    const rows = rollout.devices.map((d: any) => {
+      const dev = devices.find((x) => x.id === d.deviceId);
+      const art = build.artifacts.find((a: any) => a.profile === dev.profile);
+      const r = d.result;
+      return [dev.name, dev.profile, art?.precision ?? '-', d.state, r ? r.providers.join('+') : '-',
+        r ? r.loadMs.toFixed(1) : '-', r ? r.latencyMs.p50.toFixed(3) : '-', r ? r.latencyMs.p90.toFixed(3) : '-', r ? r.latencyMs.p99.toFixed(3) : '-',
+        r ? r.throughputPerSec.toFixed(0) : '-', r ? (r.peakRssBytes / 2 ** 20).toFixed(0) : '-', r ? (r.golden.passed ? `pass ${r.golden.maxAbsError.toExponential(1)}` : 'FAIL') : (d.reason ?? '-').slice(0, 70)];
+    });
+    const head = ['device', 'profile', 'precision', 'state', 'ran on', 'load ms', 'p50 ms', 'p90 ms', 'p99 ms', 'inf/s', 'RSS MiB', 'golden (max abs err)'];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r: string[]) => r[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => (i >= 5 && i <= 10 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
+    console.log(`\nrollout ${rollout.id}: ${rollout.status}\n`);
+    console.log(line(head));
+    console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+    for (const r of rows) console.log(line(r));
+    console.log(`\nwhole loop in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    if (rollout.status !== 'succeeded') process.exitCode = 1;
+  } finally {
+    for (const c of children.reverse()) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(`demo failed: ${(err as Error).message}`);
+  process.exitCode = 1;
+});
