@@ -9,8 +9,10 @@ export interface QParams {
   zeroPoint: number;
 }
 
-export function qRange(qType: QType, symmetric: boolean): [number, number] {
-  if (qType === 'uint8') return [0, 255];
+/** ORT's get_qmin_qmax_for_qType; reduce_range keeps 7 bits (for non-VNNI u8s8 kernels). */
+export function qRange(qType: QType, symmetric: boolean, reduceRange = false): [number, number] {
+  if (qType === 'uint8') return reduceRange ? [0, 127] : [0, 255];
+  if (reduceRange) return [-64, 64];
   return symmetric ? [-127, 127] : [-128, 127];
 }
 
@@ -24,8 +26,8 @@ export function roundHalfEven(x: number): number {
 
 const FLT_TINY = 1.1754943508222875e-38;
 
-export function computeQParams(rmin: number, rmax: number, qType: QType, symmetric: boolean): QParams {
-  const [qmin, qmax] = qRange(qType, symmetric);
+export function computeQParams(rmin: number, rmax: number, qType: QType, symmetric: boolean, reduceRange = false): QParams {
+  const [qmin, qmax] = qRange(qType, symmetric, reduceRange);
   let lo = Math.fround(Math.min(rmin, 0));
   let hi = Math.fround(Math.max(rmax, 0));
   if (symmetric) {
@@ -57,16 +59,16 @@ export interface QuantizedWeight {
  * default for int8, as in ORT).
  */
 export function quantizeWeight(
-  values: Float32Array, dims: readonly number[], qType: QType, options: { axis?: number; symmetric?: boolean } = {},
+  values: Float32Array, dims: readonly number[], qType: QType, options: { axis?: number; symmetric?: boolean; reduceRange?: boolean } = {},
 ): QuantizedWeight {
   const symmetric = options.symmetric ?? qType === 'int8';
-  const [qmin, qmax] = qRange(qType, symmetric);
+  const [qmin, qmax] = qRange(qType, symmetric, options.reduceRange);
   const data = qType === 'int8' ? new Int8Array(values.length) : new Uint8Array(values.length);
   if (options.axis === undefined) {
     let lo = Infinity, hi = -Infinity;
     for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
     if (values.length === 0) { lo = 0; hi = 0; }
-    const p = computeQParams(lo, hi, qType, symmetric);
+    const p = computeQParams(lo, hi, qType, symmetric, options.reduceRange);
     for (let i = 0; i < values.length; i++) data[i] = quantizeValue(values[i]!, p, qmin, qmax);
     return {
       data, axis: undefined, scales: Float32Array.of(p.scale),
@@ -86,7 +88,7 @@ export function quantizeWeight(
       for (let j = 0; j < inner; j++) { const v = values[base + j]!; if (v < lo) lo = v; if (v > hi) hi = v; }
     }
     if (lo === Infinity) { lo = 0; hi = 0; }
-    const p = computeQParams(lo, hi, qType, symmetric);
+    const p = computeQParams(lo, hi, qType, symmetric, options.reduceRange);
     scales[c] = p.scale;
     zps[c] = p.zeroPoint;
     for (let o = 0; o < outer; o++) {
