@@ -6,6 +6,8 @@ type CommandModule = { run(argv: string[]): Promise<number> };
 const commands: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
   serve: { summary: 'run the orchestrator (HTTP API, MQTT broker, builds, rollouts)', load: () => import('./commands/serve.js') },
   inspect: { summary: 'show an ONNX model\'s IR, opsets, inputs/outputs, ops, parameters, MACs, sha256', load: () => import('./commands/inspect.js') },
+  optimize: { summary: 'convert an ONNX model to fp16, int8-dynamic or int8-static (QDQ)', load: () => import('./commands/optimize.js') },
+  evaluate: { summary: 'compare optimized models with the fp32 reference: accuracy, error, size, latency', load: () => import('./commands/evaluate.js') },
   convert: { summary: 'convert an ONNX model to TFLite (fp32, int8-dynamic, full-integer int8)', load: () => import('./commands/convert.js') },
 };
 
