@@ -36,7 +36,7 @@ export function createChunkDecoder(): (frame: Uint8Array) => DecodedChunk {
     const headerLength = buf.readUInt32BE(0);
     if (headerLength > 4096 || 4 + headerLength > buf.length) return { ok: false, code: 'CHUNK_INVALID', reason: `chunk header length ${headerLength} does not fit the ${buf.length}-byte frame` };
     const parsed = headerValidator.parse(buf.subarray(4, 4 + headerLength));
-    if (!parsed.ok) return parsed;
+    if (!parsed.ok) return { ok: false, code: 'CHUNK_INVALID', reason: `chunk header: ${parsed.reason}` };
     const bytes = buf.subarray(4 + headerLength);
     const header = parsed.value;
     if (bytes.length !== header.length) return { ok: false, code: 'CHUNK_INVALID', reason: `chunk ${header.index} carries ${bytes.length} bytes, header says ${header.length}` };

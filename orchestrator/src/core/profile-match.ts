@@ -49,7 +49,9 @@ function scoreProfile(facts: DeviceFacts, profile: Profile): { ok: true; score: 
     const have = new Set(facts.accelerators.map((a) => a.toLowerCase()));
     const missing = m.accelerators.filter((a) => !have.has(a.toLowerCase()));
     if (missing.length) return { ok: false, reason: `missing accelerators ${missing.join(',')}` };
-    score += 2 * m.accelerators.length;
+    // An accelerator decides what a device is far more than CPU flags or RAM do: a Jetson with
+    // NEON and 8 GB must not tie with the generic Pi rule.
+    score += 10 * m.accelerators.length;
   }
   return { ok: true, score };
 }
