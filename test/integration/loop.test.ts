@@ -13,6 +13,7 @@ import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
 const agents: Proc[] = [];
+const byRole: Record<string, Proc> = {};
 
 before(async () => {
   dir = await tempDir('loop');
@@ -36,6 +37,8 @@ test('enroll → upload → build → roll out: both devices report active with 
   const gateway = await startAgent(orch, join(dir.path, 'agent-gw'), { name: 'gw-1' });
   const pi = await startAgent(orch, join(dir.path, 'agent-pi'), { name: 'pi-1', profile: 'raspberry-pi-4' });
   agents.push(gateway, pi);
+  byRole.gateway = gateway;
+  byRole.pi = pi;
 
   const devices = await until('both devices online', async () => {
     const r = await orch.api('GET', '/v1/devices?status=online');
@@ -113,8 +116,7 @@ test('enroll → upload → build → roll out: both devices report active with 
 
 test('a restarted agent keeps its identity and converges without re-enrolling', async () => {
   const before = (await orch.api('GET', '/v1/devices')).body.devices.length;
-  const gw = agents.shift()!;
-  await gw.kill('SIGTERM');
+  await byRole.gateway!.kill('SIGTERM');
   const identity = JSON.parse(await readFile(join(dir.path, 'agent-gw', 'identity.json'), 'utf8'));
   const again = await startAgent(orch, join(dir.path, 'agent-gw'), { enroll: false });
   agents.push(again);
@@ -126,4 +128,32 @@ test('a restarted agent keeps its identity and converges without re-enrolling', 
   });
   assert.ok(d.activeBundle);
   assert.equal((await orch.api('GET', '/v1/devices')).body.devices.length, before);
+});
+
+test('a device that was offline during a rollout converges from the retained desired state when it returns', async () => {
+  const pi = byRole.pi!;
+  const piId = (await pi.event('started')).deviceId as string;
+  await pi.kill('SIGKILL');
+  // The broker publishes the last will when the socket dies; the device goes offline at once.
+  await until('device offline after kill -9', async () => (await orch.api('GET', `/v1/devices/${piId}`)).body.device.status === 'offline', 10_000);
+
+  const up = await orch.api('POST', '/v1/models?name=late&version=1', buildTinyMlpModel({ seed: 77 }));
+  const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['raspberry-pi-4'] });
+  const build = await until('build', async () => {
+    const r = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
+    return r.body.build.status === 'succeeded' && r.body.build;
+  });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { profiles: ['raspberry-pi-4'] } });
+  assert.equal(r.status, 201);
+  await new Promise((res) => setTimeout(res, 500));
+  assert.equal((await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout.devices[0].state, 'pending');
+
+  const back = await startAgent(orch, join(dir.path, 'agent-pi'), { enroll: false });
+  agents.push(back);
+  const done = await until('rollout finished', async () => {
+    const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
+    return g.body.rollout.status !== 'running' && g.body.rollout;
+  }, 60_000);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.devices));
+  assert.equal((await orch.api('GET', `/v1/devices/${piId}`)).body.device.activeBundle, build.artifacts[0].bundleId);
 });
