@@ -16,6 +16,7 @@ export class ChunkDownload {
   private inFlightUntil = 0;
   private done?: { resolve: () => void; reject: (e: Error) => void };
   private lastProgress = Date.now();
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(
     readonly bundleId: string,
@@ -35,18 +36,28 @@ export class ChunkDownload {
     return join(this.dir, `${this.file.sha256}.part`);
   }
 
-  /** Resolves when the file is complete and matches the manifest's length and sha256. */
-  async run(): Promise<void> {
+  /**
+   * Resolves when the file is complete and matches the manifest's length and sha256. Set-up
+   * runs on the same queue as incoming chunks, so a chunk that arrives early waits for it.
+   */
+  run(): Promise<void> {
+    const finished = new Promise<void>((resolve, reject) => { this.done = { resolve, reject }; });
+    this.queue = this.queue.then(() => this.prepare()).catch((err: Error) => this.fail(err));
+    return finished;
+  }
+
+  private async prepare(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    const final = ChunkDownload.finalPath(this.dir, this.file.sha256);
-    if (await stat(final).then(() => true, () => false)) return;
+    if (await stat(ChunkDownload.finalPath(this.dir, this.file.sha256)).then(() => true, () => false)) {
+      this.done?.resolve();
+      this.done = undefined;
+      return;
+    }
     const have = await stat(this.partPath).then((s) => s.size, () => 0);
     this.next = Math.min(this.total, Math.floor(have / CHUNK_SIZE));
     await truncate(this.partPath, this.next * CHUNK_SIZE).catch(async () => { await (await open(this.partPath, 'w')).close(); });
-    const finished = new Promise<void>((resolve, reject) => { this.done = { resolve, reject }; });
     if (this.file.length === 0) await this.finish();
     else this.ask();
-    return finished;
   }
 
   /** (Re)asks for the next window; called on start, on reconnect and when a transfer stalls. */
@@ -67,8 +78,6 @@ export class ChunkDownload {
     this.done?.reject(err);
     this.done = undefined;
   }
-
-  private queue: Promise<void> = Promise.resolve();
 
   /** Takes one decoded chunk; out-of-window and duplicate chunks are dropped harmlessly. Serialised, since writes must stay in order. */
   accept(header: ChunkHeader, bytes: Buffer): Promise<void> {
