@@ -83,6 +83,7 @@ export async function optimizeModel(model: ModelProto, options: OptimizeOptions)
     case 'int8-dynamic': {
       const r = quantizeDynamic(model, {
         ...(options.perChannel !== undefined ? { perChannel: options.perChannel } : {}),
+        ...(typeof options.reduceRange === 'boolean' ? { reduceRange: options.reduceRange } : {}),
         ...(options.excludeNodes ? { excludeNodes: options.excludeNodes } : {}),
       });
       out = r.model;

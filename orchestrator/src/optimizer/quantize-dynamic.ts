@@ -29,6 +29,12 @@ export interface DynamicQuantOptions {
   excludeNodes?: readonly string[];
   /** Run the Identity/Constant clean-up first (default true). */
   cleanup?: boolean;
+  /**
+   * 7-bit weights ([-64, 64]). DynamicQuantizeLinear yields full-range uint8 activations, and
+   * x86 CPUs without VNNI multiply u8×s8 pairs with a saturating int16 add, so full-range
+   * weights overflow in ORT's integer kernels. Default true; pass false on ARM/VNNI hosts.
+   */
+  reduceRange?: boolean;
 }
 
 export interface DynamicQuantReport {
@@ -106,7 +112,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
       values = t;
       dims = [c, r];
     }
-    const q = quantizeWeight(values, dims, 'int8', perChannel ? { axis: dims.length - 1 } : {});
+    const q = quantizeWeight(values, dims, 'int8', { ...(perChannel ? { axis: dims.length - 1 } : {}), reduceRange: options.reduceRange ?? true });
     const base = transpose ? `${w.name}_T` : w.name ?? 'w';
     const names = {
       q: addInit(makeTensor(newName(`${base}_quantized`), DataType.INT8, dims, q.data)),
@@ -179,7 +185,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
       const key = `${w.name}|conv`;
       let wq = weightCache.get(key);
       if (!wq) {
-        const q = quantizeWeight(readTensorAsFloat32(w), w.dims, 'int8');
+        const q = quantizeWeight(readTensorAsFloat32(w), w.dims, 'int8', { reduceRange: options.reduceRange ?? true });
         wq = {
           q: addInit(makeTensor(newName(`${w.name}_quantized`), DataType.INT8, w.dims, q.data)),
           s: addInit(makeTensor(newName(`${w.name}_scale`), DataType.FLOAT, [], q.scales)),
