@@ -249,6 +249,17 @@ test('enrollment: facts that match no profile give 422 PROFILE_NO_MATCH; an expl
   assert.ok(store.getDevice(json(res).deviceId));
 });
 
+test('enrollment: a public key that is not a 32-byte ed25519 key is refused and does not burn the token', {
+  todo: 'protocol/src/messages.ts:45 only bounds publicKey length; routes/devices.ts enrolls any string, consuming the single-use token for a device that can never authenticate',
+}, async () => {
+  const token = await newToken();
+  for (const publicKey of ['not-a-key', Buffer.alloc(31).toString('base64'), Buffer.alloc(64).toString('base64')]) {
+    const res = await enroll(token, X86, { publicKey });
+    assert.equal(res.statusCode, 400, `${publicKey} → ${res.statusCode}`);
+  }
+  assert.equal((await enroll(token, X86)).statusCode, 201);
+});
+
 test('enrollment: automatic profile match per device kind', async () => {
   devices.pi4 = await enrollDevice(PI4, { name: 'pi4' });
   devices.x86 = await enrollDevice(X86, { name: 'gw' });
