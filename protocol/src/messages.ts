@@ -42,7 +42,8 @@ export const EnrollRequestSchema = Type.Object({
   v,
   token: Type.String({ minLength: 1, maxLength: 256 }),
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
-  publicKey: Type.String({ minLength: 1, maxLength: 128 }),
+  /** The device's ed25519 public key: 32 bytes, base64. */
+  publicKey: Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$' }),
   facts: DeviceFactsSchema,
   profile: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
 });

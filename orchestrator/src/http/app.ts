@@ -31,6 +31,12 @@ export interface AppDeps {
 
 export type Caller = { kind: 'admin' } | { kind: 'device'; deviceId: string };
 
+/** Per-route access, set in the route's `config`. */
+export interface RouteAccess {
+  public?: boolean;
+  deviceAccess?: boolean;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     caller?: Caller;
@@ -55,17 +61,21 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // to the blob store with the size limit enforced as it streams.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  // Authorization: the admin bearer token for the API; a device credential for its own downloads.
+  // Authorization is decided on the matched route, never on the raw URL: a percent-encoded
+  // path ("/%761/...") decodes to a real route but would slip past a prefix check on req.url.
+  // Every route needs the admin token unless its config says `public` (enroll, health) or
+  // `deviceAccess` (bundle downloads, also open to the device's own signed credential).
   app.decorateRequest('caller', undefined);
   app.addHook('onRequest', async (req: FastifyRequest) => {
-    if (!req.url.startsWith('/v1/') || req.url === '/v1/enroll' || req.url.startsWith('/v1/health')) return;
+    const config = (req.routeOptions.config ?? {}) as RouteAccess;
+    if (config.public || !req.routeOptions.url) return; // unmatched routes fall through to the 404 handler
     const header = req.headers.authorization ?? '';
     const [scheme, value] = header.split(' ', 2) as [string, string | undefined];
     if (scheme === 'Bearer' && value && sameSecret(value, deps.adminToken)) {
       req.caller = { kind: 'admin' };
       return;
     }
-    if (scheme === 'Device' && value && req.url.startsWith('/v1/bundles/')) {
+    if (scheme === 'Device' && value && config.deviceAccess) {
       const [deviceId = '', credential = ''] = value.split(':', 2);
       const device = deps.store.getDevice(deviceId);
       if (device && !device.revokedAt && checkDeviceCredential(deviceId, credential, device.publicKey, deps.now()).ok) {
@@ -76,7 +86,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     throw new HttpError(401, 'UNAUTHORIZED', header ? 'credential not accepted' : 'missing Authorization header (Bearer <admin token>)');
   });
 
-  app.get('/v1/health', async () => ({ status: 'ok' }));
+  app.get('/v1/health', { config: { public: true } }, async () => ({ status: 'ok' }));
   registerDeviceRoutes(app, deps);
   registerModelRoutes(app, deps);
   registerBuildRoutes(app, deps);

@@ -32,7 +32,8 @@ export function registerBundleRoutes(app: FastifyInstance, deps: AppDeps): void 
   const loadBundle = (req: FastifyRequest, id: string) => {
     const bundle = store.getBundle(id);
     if (!bundle) throw new HttpError(404, 'BUNDLE_NOT_FOUND', `bundle ${id} not found`);
-    if (req.caller?.kind === 'device') {
+    if (!req.caller) throw new HttpError(401, 'UNAUTHORIZED', 'bundle access needs the admin token or a device credential');
+    if (req.caller.kind === 'device') {
       const device = store.getDevice(req.caller.deviceId);
       const latest = store.latestActionForDevice(req.caller.deviceId);
       if (latest?.bundleId !== id && device?.activeBundle !== id) throw new HttpError(403, 'FORBIDDEN', `bundle ${id} is not assigned to this device`);
@@ -40,12 +41,12 @@ export function registerBundleRoutes(app: FastifyInstance, deps: AppDeps): void 
     return bundle;
   };
 
-  app.get<{ Params: Static<typeof BundleParams> }>('/v1/bundles/:id', { schema: { params: BundleParams } }, async (req) => {
+  app.get<{ Params: Static<typeof BundleParams> }>('/v1/bundles/:id', { schema: { params: BundleParams }, config: { deviceAccess: true } }, async (req) => {
     const b = loadBundle(req, req.params.id);
     return { bundle: { id: b.id, buildId: b.buildId, profile: b.profile, manifest: b.manifest, signature: b.signature, createdAt: b.createdAt } };
   });
 
-  app.get<{ Params: Static<typeof FileParams> }>('/v1/bundles/:id/files/:path', { schema: { params: FileParams } }, async (req, reply) => {
+  app.get<{ Params: Static<typeof FileParams> }>('/v1/bundles/:id/files/:path', { schema: { params: FileParams }, config: { deviceAccess: true } }, async (req, reply) => {
     const b = loadBundle(req, req.params.id);
     const file = b.manifest.files.find((f) => f.path === req.params.path);
     if (!file) throw new HttpError(404, 'NOT_FOUND', `bundle ${b.id} has no file ${req.params.path}`);

@@ -41,7 +41,7 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: AppDeps): void 
     return reply.status(201).send({ token, expiresAt });
   });
 
-  app.post<{ Body: Static<typeof EnrollRequestSchema> }>('/v1/enroll', { schema: { body: EnrollRequestSchema } }, async (req, reply) => {
+  app.post<{ Body: Static<typeof EnrollRequestSchema> }>('/v1/enroll', { schema: { body: EnrollRequestSchema }, config: { public: true } }, async (req, reply) => {
     const body = req.body;
     const tokenHash = hashToken(body.token);
     const token = store.getEnrollmentToken(tokenHash);
