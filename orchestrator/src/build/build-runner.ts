@@ -1,12 +1,13 @@
-import { readFile } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import type { Profile } from '@edgepack/firmware-profiles';
-import { errorMessage } from '@edgepack/protocol';
+import { errorMessage, type Precision } from '@edgepack/protocol';
 import type { BlobStore } from '../blob-store.js';
-import type { ArtifactRecord, ModelRecord, Store } from '../db/store.js';
+import type { ArtifactRecord, Store } from '../db/store.js';
 import { newId } from '../ids.js';
 import type { Logger } from '../logger.js';
+import type { ArtifactOutcome, BuildJob } from './artifact-builder.js';
+import type { WorkerMessage } from './build-worker.js';
 import { buildManifest, signManifest } from './bundle-packaging.js';
-import { computeOnnxGolden } from './golden-samples.js';
 
 export interface BuildDeps {
   store: Store;
@@ -18,29 +19,27 @@ export interface BuildDeps {
   now: () => Date;
 }
 
-/** What a profile gets from a model, decided from data alone. */
-export type ArtifactChoice =
-  | { kind: 'build'; format: 'onnx'; precision: 'fp32'; note?: string }
-  | { kind: 'skip'; reason: string };
-
-/**
- * Pure: which artifact a profile gets. Until the optimizer and the TFLite converter are hooked
- * in, ONNX profiles get the original fp32 model and TFLite-only profiles are skipped.
- */
-export function chooseArtifact(model: Pick<ModelRecord, 'format' | 'sizeBytes'>, profile: Profile): ArtifactChoice {
-  if (model.format !== 'onnx') return { kind: 'skip', reason: `uploaded ${model.format} models are not packaged yet` };
-  if (!profile.formats.includes('onnx')) {
-    return { kind: 'skip', reason: `profile ${profile.id} takes ${profile.formats.join('/')} only; ONNX→TFLite conversion is not available yet` };
-  }
-  if (model.sizeBytes > profile.budgets.maxModelBytes) {
-    return { kind: 'skip', reason: `model is ${model.sizeBytes} bytes, over the profile's ${profile.budgets.maxModelBytes}-byte budget` };
-  }
-  const preferred = profile.precisions[0];
-  const note = preferred !== 'fp32' ? `profile prefers ${profile.precisions.join(' > ')}; no quantized variant is built yet, so fp32 is used` : undefined;
-  return { kind: 'build', format: 'onnx', precision: 'fp32', ...(note ? { note } : {}) };
+/** Golden-sample tolerance: the device runs the very artifact the orchestrator ran, so only runtime/CPU differences remain. */
+function goldenTolerance(o: ArtifactOutcome): number {
+  if (o.format === 'tflite') return 1e-3;
+  return o.precision === 'fp16' ? 1e-2 : 1e-3;
 }
 
-/** Runs one build to completion, recording every artifact's outcome. Never throws. */
+function runWorker(job: BuildJob, onProgress: (m: Extract<WorkerMessage, { type: 'progress' }>) => void): Promise<ArtifactOutcome[]> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./build-worker.js', import.meta.url), { workerData: job });
+    let settled = false;
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.type === 'progress') onProgress(m);
+      else if (m.type === 'done') { settled = true; resolve(m.outcomes); void worker.terminate(); }
+      else { settled = true; reject(Object.assign(new Error(m.message), { code: m.code })); void worker.terminate(); }
+    });
+    worker.on('error', (err) => { if (!settled) { settled = true; reject(err); } });
+    worker.on('exit', (code) => { if (!settled) { settled = true; reject(new Error(`build worker exited with code ${code}`)); } });
+  });
+}
+
+/** Runs one build to completion in a worker thread, then signs and records every artifact. Never throws. */
 export async function runBuild(deps: BuildDeps, buildId: string): Promise<void> {
   const { store, log } = deps;
   const build = store.getBuild(buildId);
@@ -51,53 +50,59 @@ export async function runBuild(deps: BuildDeps, buildId: string): Promise<void> 
     return;
   }
   store.setBuildStatus(buildId, 'running');
+  const profiles = build.profiles.map((id) => deps.profiles.find((p) => p.id === id)).filter((p): p is Profile => !!p);
+  const datasets = build.options.datasets ?? {};
+  const sha = (id: string | undefined) => (id ? store.getDataset(id)?.sha256 : undefined);
+  const job: BuildJob = {
+    blobDir: deps.blobs.dir,
+    model: { sha256: model.sha256, sizeBytes: model.sizeBytes, format: model.format, inputs: model.inputs, outputs: model.outputs, ...(model.details.precision ? { precision: model.details.precision as Precision } : {}) },
+    profiles,
+    data: { calibration: sha(datasets.calibration), evaluation: sha(datasets.evaluation), labels: sha(datasets.labels) },
+  };
+  let outcomes: ArtifactOutcome[];
+  try {
+    outcomes = await runWorker(job, (p) => store.setBuildProgress(buildId, { step: p.step, done: p.done, total: p.total }));
+  } catch (err) {
+    log.warn({ buildId, err: errorMessage(err) }, 'build failed');
+    for (const p of build.profiles) store.updateArtifact(buildId, { profile: p, status: 'failed', format: null, precision: null, bundleId: null, sizeBytes: null, reason: errorMessage(err), details: {} });
+    store.setBuildStatus(buildId, 'failed', errorMessage(err), deps.now().toISOString());
+    return;
+  }
   let anyBuilt = false;
-  let modelBytes: Uint8Array | undefined;
-  for (const profileId of build.profiles) {
-    const profile = deps.profiles.find((p) => p.id === profileId);
-    const base: ArtifactRecord = { profile: profileId, status: 'failed', format: null, precision: null, bundleId: null, sizeBytes: null, reason: null, details: {} };
-    try {
-      if (!profile) throw new Error(`unknown profile ${profileId}`);
-      const choice = chooseArtifact(model, profile);
-      if (choice.kind === 'skip') {
-        store.updateArtifact(buildId, { ...base, status: 'skipped', reason: choice.reason });
-        continue;
-      }
-      modelBytes ??= new Uint8Array(await readFile(deps.blobs.path(model.sha256)));
-      const golden = await computeOnnxGolden(modelBytes, model.inputs);
-      const goldenBytes = Buffer.from(JSON.stringify(golden));
-      const goldenBlob = await deps.blobs.putBytes(goldenBytes);
-      const bundleId = newId('bdl');
-      const now = deps.now();
-      const manifest = buildManifest({
-        bundleId,
-        model: { name: model.name, version: model.version, sha256: model.sha256 },
-        profile,
-        format: choice.format,
-        precision: choice.precision,
-        layout: 'NCHW',
-        modelFile: { sha256: model.sha256, length: model.sizeBytes },
-        goldenFile: { sha256: goldenBlob.sha256, length: goldenBlob.sizeBytes, count: golden.samples.length },
-        io: { inputs: model.inputs, outputs: model.outputs },
-        goldenMaxAbsError: 1e-3,
-        ...(build.options.acceptance?.p95LatencyMs ? { p95LatencyMs: build.options.acceptance.p95LatencyMs } : {}),
-        now,
-        ttlDays: deps.bundleTtlDays,
-        keyId: deps.signing.keyId,
-      });
-      const signed = signManifest(manifest, deps.signing.secretKey);
-      store.transaction(() => {
-        store.insertBundle({ id: bundleId, buildId, profile: profileId, manifest, signature: signed.signature, createdAt: now.toISOString() });
-        store.updateArtifact(buildId, {
-          ...base, status: 'built', format: choice.format, precision: choice.precision, bundleId, sizeBytes: model.sizeBytes,
-          reason: null, details: choice.note ? { note: choice.note } : {},
-        });
-      });
-      anyBuilt = true;
-    } catch (err) {
-      log.warn({ buildId, profile: profileId, err: errorMessage(err) }, 'artifact failed');
-      store.updateArtifact(buildId, { ...base, status: 'failed', reason: errorMessage(err) });
+  for (const o of outcomes) {
+    const profile = profiles.find((p) => p.id === o.profile)!;
+    const base: ArtifactRecord = {
+      profile: o.profile, status: o.status, format: o.format ?? null, precision: o.precision ?? null, bundleId: null,
+      sizeBytes: o.modelFile?.length ?? null, reason: o.reason ?? null, details: { decisions: o.decisions, ...(o.layout ? { layout: o.layout } : {}) },
+    };
+    if (o.status !== 'built') {
+      store.updateArtifact(buildId, base);
+      continue;
     }
+    const bundleId = newId('bdl');
+    const now = deps.now();
+    const manifest = buildManifest({
+      bundleId,
+      model: { name: model.name, version: model.version, sha256: model.sha256 },
+      profile,
+      format: o.format!,
+      precision: o.precision!,
+      ...(o.layout ? { layout: o.layout } : {}),
+      modelFile: o.modelFile!,
+      goldenFile: o.golden!,
+      io: o.io!,
+      goldenMaxAbsError: goldenTolerance(o),
+      ...(build.options.acceptance?.p95LatencyMs ? { p95LatencyMs: build.options.acceptance.p95LatencyMs } : {}),
+      now,
+      ttlDays: deps.bundleTtlDays,
+      keyId: deps.signing.keyId,
+    });
+    const signed = signManifest(manifest, deps.signing.secretKey);
+    store.transaction(() => {
+      store.insertBundle({ id: bundleId, buildId, profile: o.profile, manifest, signature: signed.signature, createdAt: now.toISOString() });
+      store.updateArtifact(buildId, { ...base, bundleId });
+    });
+    anyBuilt = true;
   }
   store.setBuildStatus(buildId, anyBuilt ? 'succeeded' : 'failed', anyBuilt ? null : 'no artifact could be built for any profile', deps.now().toISOString());
 }

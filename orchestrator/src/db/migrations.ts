@@ -110,4 +110,22 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
     name: 'build options (acceptance overrides)',
     sql: `ALTER TABLE builds ADD COLUMN options TEXT NOT NULL DEFAULT '{}';`,
   },
+  {
+    version: 3,
+    name: 'datasets and build progress',
+    sql: `
+      CREATE TABLE datasets (
+        id TEXT PRIMARY KEY,
+        model_id TEXT NOT NULL REFERENCES models(id),
+        kind TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        dtype TEXT NOT NULL,
+        shape TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE INDEX datasets_by_model ON datasets(model_id, kind, created_at);
+      ALTER TABLE builds ADD COLUMN progress TEXT;
+    `,
+  },
 ];

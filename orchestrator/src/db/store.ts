@@ -48,6 +48,27 @@ export interface ArtifactRecord {
 /** Per-build choices an operator can make; absent fields fall back to the profile's. */
 export interface BuildOptions {
   acceptance?: { p95LatencyMs?: number };
+  /** Dataset ids used for calibration and evaluation. */
+  datasets?: { calibration?: string; evaluation?: string; labels?: string };
+}
+
+export type DatasetKind = 'calibration' | 'evaluation' | 'labels';
+
+export interface DatasetRecord {
+  id: string;
+  modelId: string;
+  kind: DatasetKind;
+  sha256: string;
+  sizeBytes: number;
+  dtype: string;
+  shape: number[];
+  createdAt: string;
+}
+
+export interface BuildProgress {
+  step: string;
+  done: number;
+  total: number;
 }
 
 export interface BuildRecord {
@@ -57,6 +78,7 @@ export interface BuildRecord {
   status: BuildStatus;
   profiles: string[];
   error: string | null;
+  progress: BuildProgress | null;
   createdAt: string;
   finishedAt: string | null;
   artifacts: ArtifactRecord[];
@@ -253,9 +275,36 @@ export class Store {
     const artifacts = (this.db.prepare('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(id) as Row[]).map(toArtifact);
     return {
       id: r.id as string, modelId: r.model_id as string, options: json(r.options, {}), status: r.status as BuildStatus, profiles: json(r.profiles, []),
-      error: (r.error as string | null) ?? null, createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
+      error: (r.error as string | null) ?? null, progress: json(r.progress, null), createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
     };
   }
+  setBuildProgress(id: string, progress: BuildProgress): void {
+    this.db.prepare('UPDATE builds SET progress = ? WHERE id = ?').run(JSON.stringify(progress), id);
+  }
+
+  // --- datasets ---
+  insertDataset(d: DatasetRecord): void {
+    this.db.prepare('INSERT INTO datasets (id, model_id, kind, sha256, size_bytes, dtype, shape, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(d.id, d.modelId, d.kind, d.sha256, d.sizeBytes, d.dtype, JSON.stringify(d.shape), d.createdAt);
+  }
+  private toDataset(r: Row): DatasetRecord {
+    return {
+      id: r.id as string, modelId: r.model_id as string, kind: r.kind as DatasetKind, sha256: r.sha256 as string, sizeBytes: r.size_bytes as number,
+      dtype: r.dtype as string, shape: json(r.shape, []), createdAt: r.created_at as string,
+    };
+  }
+  getDataset(id: string): DatasetRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM datasets WHERE id = ?').get(id) as Row | undefined;
+    return r && this.toDataset(r);
+  }
+  listDatasets(modelId: string): DatasetRecord[] {
+    return (this.db.prepare('SELECT * FROM datasets WHERE model_id = ? ORDER BY created_at, id').all(modelId) as Row[]).map((r) => this.toDataset(r));
+  }
+  latestDataset(modelId: string, kind: DatasetKind): DatasetRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM datasets WHERE model_id = ? AND kind = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(modelId, kind) as Row | undefined;
+    return r && this.toDataset(r);
+  }
+
   /** Builds left queued or running by a process that died; they are failed on start-up. */
   listUnfinishedBuildIds(): string[] {
     return (this.db.prepare("SELECT id FROM builds WHERE status IN ('queued', 'running')").all() as Row[]).map((r) => r.id as string);

@@ -9,7 +9,7 @@ import type { RolloutService } from '../rollout-service.js';
 import type { BuildQueue } from '../build/build-queue.js';
 import { HttpError, installErrorHandling } from './errors.js';
 import { registerDeviceRoutes } from './routes/devices.js';
-import { registerModelRoutes } from './routes/models.js';
+import { registerDatasetRoutes, registerModelRoutes } from './routes/models.js';
 import { registerBuildRoutes } from './routes/builds.js';
 import { registerRolloutRoutes } from './routes/rollouts.js';
 import { registerBundleRoutes } from './routes/bundles.js';
@@ -89,6 +89,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get('/v1/health', { config: { public: true } }, async () => ({ status: 'ok' }));
   registerDeviceRoutes(app, deps);
   registerModelRoutes(app, deps);
+  registerDatasetRoutes(app, deps);
   registerBuildRoutes(app, deps);
   registerRolloutRoutes(app, deps);
   registerBundleRoutes(app, deps);

@@ -120,3 +120,39 @@ export function topologicalSort(g: GraphProto): void {
   }
   g.node = out;
 }
+
+/**
+ * A float weight that was quantized for some consumers but is still read by others (shared or
+ * tied weights) would otherwise be stored twice. Each such survivor is replaced by an int8 copy
+ * and a DequantizeLinear that produces the original name, so no float copy remains.
+ */
+export function dequantizeSharedWeights(
+  model: ModelProto,
+  quantizedNames: Iterable<string>,
+  quantize: (t: TensorProto) => { data: Int8Array; scale: number },
+): string[] {
+  const g = model.graph;
+  const inits = initializerMap(g);
+  const used = new Set(g.node.flatMap((n) => n.input));
+  const graphInputs = new Set(g.input.map((v) => v.name));
+  const replaced: string[] = [];
+  const newName = nameAllocator(g);
+  const extra: NodeProto[] = [];
+  for (const name of new Set(quantizedNames)) {
+    const t = inits.get(name);
+    if (!t || !used.has(name) || graphInputs.has(name)) continue;
+    const q = quantize(t);
+    const qName = newName(`${name}_shared_q`);
+    const sName = newName(`${name}_shared_scale`);
+    g.initializer = g.initializer.filter((x) => x !== t);
+    g.initializer.push(
+      { name: qName, dataType: 3, dims: [...t.dims], rawData: new Uint8Array(q.data.buffer, q.data.byteOffset, q.data.byteLength) },
+      { name: sName, dataType: 1, dims: [], rawData: new Uint8Array(Float32Array.of(q.scale).buffer) },
+    );
+    extra.push({ input: [qName, sName], output: [name], name: newName(`DQ_${name}`), opType: 'DequantizeLinear', attribute: [] });
+    replaced.push(name);
+  }
+  // Producers first, so the graph stays topologically sorted.
+  g.node = [...extra, ...g.node];
+  return replaced;
+}

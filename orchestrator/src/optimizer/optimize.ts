@@ -38,6 +38,8 @@ export interface OptimizeReport {
   quantized: NodeDecision[];
   skipped: NodeDecision[];
   removedActivations?: string[];
+  /** Ops left as they were because no pattern of this precision covers them (op type → count). */
+  notCovered?: Record<string, number>;
   timings: { totalMs: number };
 }
 
@@ -90,6 +92,7 @@ export async function optimizeModel(model: ModelProto, options: OptimizeOptions)
       if (r.report.cleanup) report.cleanup = r.report.cleanup;
       report.quantized = r.report.quantized;
       report.skipped = r.report.skipped;
+      report.notCovered = r.report.notCovered;
       break;
     }
     case 'int8-static': {
@@ -113,6 +116,7 @@ export async function optimizeModel(model: ModelProto, options: OptimizeOptions)
       report.quantized = r.report.quantized;
       report.skipped = r.report.skipped;
       report.removedActivations = r.report.removedActivations;
+      report.notCovered = r.report.notCovered;
       break;
     }
     default:

@@ -8,7 +8,7 @@ import { defaultOpsetVersion, type ModelProto, type NodeProto, type TensorProto 
 import { attrFloat, attrInt, inferShapes } from '../onnx/shape-inference.js';
 import { DataType, makeTensor, readTensorAsFloat32 } from '../onnx/tensor.js';
 import { cleanupModel, removeDeadNodes, type CleanupReport } from './cleanup.js';
-import { cloneModel, initializerMap, nameAllocator } from './graph-utils.js';
+import { cloneModel, dequantizeSharedWeights, initializerMap, nameAllocator } from './graph-utils.js';
 import { quantizeWeight } from './quant-math.js';
 
 export interface NodeDecision {
@@ -41,6 +41,15 @@ export interface DynamicQuantReport {
   cleanup?: CleanupReport;
   quantized: NodeDecision[];
   skipped: NodeDecision[];
+  /** Ops outside dynamic quantization's scope, left float32 as they were (op type → count). */
+  notCovered: Record<string, number>;
+  /** Float weights also read by unquantized nodes, now stored as int8 + DequantizeLinear. */
+  sharedWeightsDequantized: string[];
+}
+
+export function countOp(into: Record<string, number>, n: NodeProto): void {
+  const key = n.domain && n.domain !== 'ai.onnx' ? `${n.domain}:${n.opType}` : n.opType;
+  into[key] = (into[key] ?? 0) + 1;
 }
 
 const DEFAULT_OPS = ['MatMul', 'Gemm', 'Conv', 'Gather'];
@@ -51,7 +60,7 @@ const NOT_SUPPORTED: Record<string, string> = {
 };
 
 export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions = {}): { model: ModelProto; report: DynamicQuantReport } {
-  const report: DynamicQuantReport = { quantized: [], skipped: [] };
+  const report: DynamicQuantReport = { quantized: [], skipped: [], notCovered: {}, sharedWeightsDequantized: [] };
   let model: ModelProto;
   if (options.cleanup ?? true) {
     const c = cleanupModel(input);
@@ -81,6 +90,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
   // One DynamicQuantizeLinear per activation, shared by all its quantized consumers.
   const dql = new Map<string, [string, string, string]>();
   const weightCache = new Map<string, { q: string; s: string; zp: string; perChannel: boolean }>();
+  const quantizedWeightNames: string[] = [];
   const out: NodeProto[] = [];
   const addInit = (t: TensorProto): string => {
     g.initializer.push(t);
@@ -103,6 +113,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
     const key = `${w.name}|${transpose}|${perChannel}`;
     const hit = weightCache.get(key);
     if (hit) return hit;
+    quantizedWeightNames.push(w.name ?? '');
     let values = readTensorAsFloat32(w);
     let dims = [...w.dims];
     if (transpose) {
@@ -144,9 +155,9 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
       report.skipped.push({ node: label, opType: n.opType, reason });
       out.push(n);
     };
-    if (n.domain && n.domain !== 'ai.onnx') { out.push(n); continue; }
+    if (n.domain && n.domain !== 'ai.onnx') { countOp(report.notCovered, n); out.push(n); continue; }
     if (NOT_SUPPORTED[n.opType]) { skip(NOT_SUPPORTED[n.opType]!); continue; }
-    if (!opTypes.has(n.opType)) { out.push(n); continue; }
+    if (!opTypes.has(n.opType)) { countOp(report.notCovered, n); out.push(n); continue; }
     if (n.name && exclude.has(n.name)) { skip('excluded by name'); continue; }
     const xType = types.get(n.input[0] ?? '')?.elemType;
 
@@ -185,6 +196,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
       const key = `${w.name}|conv`;
       let wq = weightCache.get(key);
       if (!wq) {
+        quantizedWeightNames.push(w.name ?? '');
         const q = quantizeWeight(readTensorAsFloat32(w), w.dims, 'int8', { reduceRange: options.reduceRange ?? true });
         wq = {
           q: addInit(makeTensor(newName(`${w.name}_quantized`), DataType.INT8, w.dims, q.data)),
@@ -215,6 +227,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
       if (!data || data.dataType !== DataType.FLOAT) { skip('data is not a constant float32 table'); continue; }
       if (attrInt(n, 'axis', 0) !== 0) { skip('axis != 0 is not supported'); continue; }
       const q = quantizeWeight(readTensorAsFloat32(data), data.dims, 'int8');
+      quantizedWeightNames.push(data.name ?? '');
       const qName = addInit(makeTensor(newName(`${data.name}_quantized`), DataType.INT8, data.dims, q.data));
       const sName = addInit(makeTensor(newName(`${data.name}_scale`), DataType.FLOAT, [], q.scales));
       const zName = addInit(makeTensor(newName(`${data.name}_zero_point`), DataType.INT8, [], q.zeroPoints));
@@ -229,5 +242,9 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
   g.node = out;
   // Float weights nobody reads any more are dropped here, so no weight is stored twice.
   removeDeadNodes(model);
+  report.sharedWeightsDequantized = dequantizeSharedWeights(model, quantizedWeightNames, (t) => {
+    const q = quantizeWeight(readTensorAsFloat32(t), t.dims, 'int8');
+    return { data: q.data as Int8Array, scale: q.scales[0]! };
+  });
   return { model, report };
 }

@@ -14,9 +14,9 @@ import { DataType, makeTensor, readTensorAsFloat32 } from '../onnx/tensor.js';
 import { calibrate, type CalibrationOptions, type TensorRange } from './calibrate.js';
 import { cleanupModel, removeDeadNodes, type CleanupReport } from './cleanup.js';
 import { checkDataset, DatasetError, type Dataset } from './dataset.js';
-import { consumersOf, initializerMap, nameAllocator, producersOf, topologicalSort } from './graph-utils.js';
+import { consumersOf, dequantizeSharedWeights, initializerMap, nameAllocator, producersOf, topologicalSort } from './graph-utils.js';
 import { computeQParams, quantizeBias, quantizeWeight, type QParams, type QType } from './quant-math.js';
-import type { NodeDecision } from './quantize-dynamic.js';
+import { countOp, type NodeDecision } from './quantize-dynamic.js';
 
 export interface StaticQuantOptions extends CalibrationOptions {
   /**
@@ -50,6 +50,10 @@ export interface StaticQuantReport {
   quantized: NodeDecision[];
   skipped: NodeDecision[];
   removedActivations: string[];
+  /** Ops left float32 because no QDQ pattern covers them, or their input is float (op type → count). */
+  notCovered: Record<string, number>;
+  /** Float weights also read by unquantized nodes, now stored as int8 + DequantizeLinear. */
+  sharedWeightsDequantized: string[];
 }
 
 const WEIGHTED = new Set(['Conv', 'Gemm', 'MatMul']);
@@ -104,7 +108,7 @@ export async function quantizeStatic(
   };
   const report: StaticQuantReport = {
     cleanup, calibration: { method: options.method ?? 'minmax', samples: 0, tensors: 0, ms: 0 },
-    quantized: [], skipped: [], removedActivations: [],
+    quantized: [], skipped: [], removedActivations: [], notCovered: {}, sharedWeightsDequantized: [],
   };
   if (opset < 10) {
     for (const n of g.node) if (WEIGHTED.has(n.opType)) report.skipped.push({ node: n.name || n.opType, opType: n.opType, reason: `opset ${opset} < 10 has no QuantizeLinear` });
@@ -121,7 +125,8 @@ export async function quantizeStatic(
       if (n.domain !== 'ai.onnx.ml') skip(`custom domain '${n.domain}': left untouched`);
       continue;
     }
-    if (!allowed.has(n.opType) || REMOVABLE.has(n.opType)) continue;
+    if (REMOVABLE.has(n.opType)) continue;
+    if (!allowed.has(n.opType)) { countOp(report.notCovered, n); continue; }
     if (n.name && exclude.has(n.name)) { skip('excluded by name'); continue; }
     if (WEIGHTED.has(n.opType)) {
       if (!isFloatAct(n.input[0])) { skip('input is not a float32 activation'); continue; }
@@ -194,6 +199,7 @@ export async function quantizeStatic(
     report.removedActivations.push(label(act));
   }
   g.node = g.node.filter((n) => !plan.removable.has(n));
+  for (const n of g.node) if (REMOVABLE.has(n.opType)) countOp(report.notCovered, n);
 
   const paramsFor = (t: string): QParams | undefined => {
     let p = params.get(t);
@@ -254,7 +260,7 @@ export async function quantizeStatic(
     const out0 = n.output[0]!;
     if (kind === 'direct') {
       const p = params.get(n.input[0]!);
-      if (!p || !quantizedTensors.has(n.input[0]!)) continue;
+      if (!p || !quantizedTensors.has(n.input[0]!)) { countOp(report.notCovered, n); continue; }
       // Output shares the input's parameters, so ORT can run the op on int8 data directly.
       params.set(out0, p);
       report.quantized.push({ node: label(n), opType: n.opType, as: 'QDQ (input parameters)' });
@@ -323,6 +329,10 @@ export async function quantizeStatic(
   topologicalSort(g);
   // Float weights/biases replaced by int8/int32 copies are no longer referenced: drop them.
   removeDeadNodes(model);
+  report.sharedWeightsDequantized = dequantizeSharedWeights(model, [...weightCache.keys()].map((k) => k.slice(0, k.indexOf('|'))), (t) => {
+    const q = quantizeWeight(readTensorAsFloat32(t), t.dims, 'int8');
+    return { data: q.data as Int8Array, scale: q.scales[0]! };
+  });
   // value_info for tensors whose producer moved can be stale; ORT re-infers shapes anyway.
   g.valueInfo = g.valueInfo.filter((v) => !renamedOutputs.has(v.name));
   return { model, report };

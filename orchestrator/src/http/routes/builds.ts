@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { BuildRecord } from '../../db/store.js';
+import type { BuildOptions, BuildRecord } from '../../db/store.js';
 import { newId } from '../../ids.js';
 import { requireAdmin, type AppDeps } from '../app.js';
 import { HttpError } from '../errors.js';
@@ -10,12 +10,16 @@ const CreateBuild = Type.Object({
   profiles: Type.Optional(Type.Array(Type.String(), { minItems: 1, maxItems: 64 })),
   /** Tightens (or loosens) the on-device acceptance check for this build's bundles. */
   acceptance: Type.Optional(Type.Object({ p95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) }, { additionalProperties: false })),
+  /** Dataset ids; each defaults to the model's latest dataset of that kind. */
+  datasets: Type.Optional(Type.Object({
+    calibration: Type.Optional(Type.String()), evaluation: Type.Optional(Type.String()), labels: Type.Optional(Type.String()),
+  }, { additionalProperties: false })),
 });
 const IdParams = Type.Object({ id: Type.String() });
 
 export function buildView(b: BuildRecord) {
   return {
-    id: b.id, modelId: b.modelId, options: b.options, status: b.status, error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt,
+    id: b.id, modelId: b.modelId, options: b.options, status: b.status, progress: b.progress, error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt,
     artifacts: b.artifacts.map((a) => ({
       profile: a.profile, status: a.status, format: a.format, precision: a.precision, bundleId: a.bundleId, sizeBytes: a.sizeBytes,
       ...(a.reason ? { reason: a.reason } : {}), ...a.details,
@@ -34,8 +38,22 @@ export function registerBuildRoutes(app: FastifyInstance, deps: AppDeps): void {
     const profiles = req.body.profiles ? [...new Set(req.body.profiles)] : known;
     const unknown = profiles.filter((p) => !known.includes(p));
     if (unknown.length) throw new HttpError(400, 'PROFILE_NOT_FOUND', `unknown profiles ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    const datasets: NonNullable<BuildOptions['datasets']> = {};
+    for (const kind of ['calibration', 'evaluation', 'labels'] as const) {
+      const given = req.body.datasets?.[kind];
+      const d = given ? store.getDataset(given) : store.latestDataset(model.id, kind);
+      if (given && (!d || d.modelId !== model.id || d.kind !== kind)) throw new HttpError(400, 'DATASET_NOT_FOUND', `${kind} dataset ${given} not found for model ${model.id}`);
+      if (d) datasets[kind] = d.id;
+    }
+    if (datasets.labels && !datasets.evaluation) throw new HttpError(400, 'DATASET_MISMATCH', 'labels need evaluation data to go with them');
+    if (datasets.labels && datasets.evaluation) {
+      const n = store.getDataset(datasets.evaluation)!.shape[0];
+      const m = store.getDataset(datasets.labels)!.shape[0];
+      if (n !== m) throw new HttpError(400, 'DATASET_MISMATCH', `evaluation data has ${n} samples but the labels have ${m}`);
+    }
     const id = newId('bld');
-    store.insertBuild({ id, modelId: model.id, profiles, options: req.body.acceptance ? { acceptance: req.body.acceptance } : {}, createdAt: now().toISOString() });
+    const options: BuildOptions = { ...(req.body.acceptance ? { acceptance: req.body.acceptance } : {}), ...(Object.keys(datasets).length ? { datasets } : {}) };
+    store.insertBuild({ id, modelId: model.id, profiles, options, createdAt: now().toISOString() });
     deps.builds.enqueue(id);
     return reply.status(201).send({ build: buildView(store.getBuild(id)!) });
   });
