@@ -200,3 +200,24 @@ test('static: calibration data of the wrong shape and an empty calibration set a
   await assert.rejects(quantizeStatic(model, empty, convSig), (e: { code?: string }) => e.code === 'DATASET_EMPTY');
   assert.equal(inspectDecodedModel(model, new Uint8Array(0)).inputs[0]!.name, 'input');
 });
+
+test('a weight shared with an unquantized node is never stored twice in float', async () => {
+  const rand = seededRandom(4);
+  const b = new GraphBuilder();
+  b.input('x', DataType.FLOAT, [2, 16]);
+  b.initializer('W', DataType.FLOAT, [16, 8], seededWeights(rand, 128, 16));
+  b.initializer('axes', DataType.INT64, [1], [0]);
+  b.node('MatMul', ['x', 'W'], ['y'], {}, { name: 'mm' });
+  b.node('ReduceSum', ['W', 'axes'], ['colsum'], { keepdims: 0 }, { name: 'tied_use' });
+  b.output('y', DataType.FLOAT, [2, 8]);
+  b.output('colsum', DataType.FLOAT, [8]);
+  const model = b.build();
+  const { model: q, report } = quantizeDynamic(model);
+  assert.deepEqual(report.sharedWeightsDequantized, ['W']);
+  assert.ok(!q.graph.initializer.some((t) => t.dataType === DataType.FLOAT && t.dims.length === 2), 'no 2-D float initializer left');
+  const x = seededInput(32, 6);
+  const a = await runModel(encodeModel(model), { x: { data: x, dims: [2, 16] } });
+  const r = await runModel(encodeModel(q), { x: { data: x, dims: [2, 16] } });
+  assert.ok(cosine(a.colsum!, r.colsum!) > 0.999);
+  assert.ok(cosine(a.y!, r.y!) > 0.995);
+});

@@ -73,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
   await writeFile(v.output, bytes);
   const reportPath = v.report ?? `${v.output}.report.json`;
   await writeFile(reportPath, JSON.stringify({ input, output: v.output, outputBytes: bytes.length, ...report }, null, 2));
-  console.log(`${v.output}: ${precision}, ${bytes.length} bytes, ${report.quantized.length} nodes quantized, ${report.skipped.length} left float (see ${reportPath}), ${report.timings.totalMs} ms`);
+  const outside = Object.values(report.notCovered ?? {}).reduce((a, b) => a + b, 0);
+  console.log(`${v.output}: ${precision}, ${bytes.length} bytes, ${report.quantized.length} nodes converted, ${report.skipped.length} skipped with a reason, ${outside} outside this precision's patterns (see ${reportPath}), ${report.timings.totalMs} ms`);
   return 0;
 }

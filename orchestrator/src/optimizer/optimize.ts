@@ -38,6 +38,7 @@ export interface OptimizeReport {
   quantized: NodeDecision[];
   skipped: NodeDecision[];
   removedActivations?: string[];
+  sharedWeightsDequantized?: string[];
   /** Ops left as they were because no pattern of this precision covers them (op type → count). */
   notCovered?: Record<string, number>;
   timings: { totalMs: number };
@@ -93,6 +94,7 @@ export async function optimizeModel(model: ModelProto, options: OptimizeOptions)
       report.quantized = r.report.quantized;
       report.skipped = r.report.skipped;
       report.notCovered = r.report.notCovered;
+      report.sharedWeightsDequantized = r.report.sharedWeightsDequantized;
       break;
     }
     case 'int8-static': {
@@ -117,6 +119,7 @@ export async function optimizeModel(model: ModelProto, options: OptimizeOptions)
       report.skipped = r.report.skipped;
       report.removedActivations = r.report.removedActivations;
       report.notCovered = r.report.notCovered;
+      report.sharedWeightsDequantized = r.report.sharedWeightsDequantized;
       break;
     }
     default:
