@@ -72,3 +72,17 @@ test('optimize and evaluate commands write a model, a JSON report and a comparis
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('models with a fixed batch size are calibrated and evaluated in batches of that size', async () => {
+  const { buildTinyMlpModelProto } = await import('@edgepack/orchestrator/onnx/graph-builder.js');
+  const { encodeModel } = await import('@edgepack/orchestrator/onnx/onnx-model.js');
+  const { optimizeModel } = await import('@edgepack/orchestrator/optimizer/optimize.js');
+  const model = buildTinyMlpModelProto();
+  model.graph.input[0]!.type!.tensorType!.shape!.dims[0] = { value: 1 };
+  model.graph.output[0]!.type!.tensorType!.shape!.dims[0] = { value: 1 };
+  const data = { source: 'x', shape: [6, 1, 28, 28], data: seededInput(6 * 784) };
+  const { model: q } = await optimizeModel(model, { precision: 'int8-static', calibration: data });
+  const r = await evaluateModels(encodeModel(model), encodeModel(q), data, { latencyRuns: 2, warmupRuns: 1 });
+  assert.equal(r.samples, 6);
+  assert.ok(r.cosineMin > 0.99);
+});

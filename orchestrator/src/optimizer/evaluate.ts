@@ -2,7 +2,8 @@
 // size ratio and a side-by-side single-threaded latency ratio.
 
 import * as ort from 'onnxruntime-node';
-import { batches, checkLabels, sampleCount, type Dataset } from './dataset.js';
+import { inspectModel } from '../onnx/inspect.js';
+import { batches, checkDataset, checkLabels, DatasetError, sampleCount, type Dataset } from './dataset.js';
 
 export interface EvaluateOptions {
   labels?: number[];
@@ -77,9 +78,18 @@ export async function evaluateModels(
   const ref = await ort.InferenceSession.create(reference, so);
   const cand = await ort.InferenceSession.create(candidate, so);
   try {
-    const inputName = options.inputName ?? ref.inputNames[0]!;
+    const info = inspectModel(reference);
+    const input = info.inputs.find((i) => i.name === (options.inputName ?? ref.inputNames[0]));
+    if (!input) throw new DatasetError('DATASET_MISMATCH', `reference model has no input '${options.inputName}'`);
+    checkDataset(data, input);
+    const inputName = input.name;
     const outputName = options.outputName ?? ref.outputNames[0]!;
-    const batchSize = options.batchSize ?? 50;
+    // A fixed batch dim means batches of exactly that size.
+    const fixedBatch = typeof input.shape[0] === 'number' ? input.shape[0] : undefined;
+    if (fixedBatch !== undefined && sampleCount(data) % fixedBatch !== 0) {
+      throw new DatasetError('DATASET_MISMATCH', `${data.source}: ${sampleCount(data)} samples cannot be split into batches of ${fixedBatch}, the fixed batch size of model input '${inputName}'`);
+    }
+    const batchSize = fixedBatch ?? options.batchSize ?? 50;
     const a = await outputs(ref, inputName, outputName, data, batchSize);
     const b = await outputs(cand, inputName, outputName, data, batchSize);
     const n = sampleCount(data);
@@ -123,7 +133,7 @@ export async function evaluateModels(
     }
     const runs = options.latencyRuns ?? 20;
     if (runs > 0) {
-      const first = batches(data, 1).next().value!;
+      const first = batches(data, fixedBatch ?? 1).next().value!;
       const feed = { [inputName]: new ort.Tensor('float32', first.data, first.dims) };
       for (let i = 0; i < (options.warmupRuns ?? 3); i++) { await ref.run(feed); await cand.run(feed); }
       const tr: number[] = [], tc: number[] = [];

@@ -175,7 +175,13 @@ export async function quantizeStatic(
   // --- Calibrate.
   const t0 = performance.now();
   const tensors = [...plan.calibrate];
-  const ranges = tensors.length > 0 ? await calibrate(model, tensors, inputSignature.name, data, options) : new Map<string, TensorRange>();
+  // A model with a fixed batch dim can only be fed batches of exactly that size.
+  const fixedBatch = typeof inputSignature.shape[0] === 'number' ? inputSignature.shape[0] : undefined;
+  const calibOptions = fixedBatch !== undefined && options.batchSize === undefined ? { ...options, batchSize: fixedBatch } : options;
+  if (fixedBatch !== undefined && data.shape[0]! % fixedBatch !== 0) {
+    throw new DatasetError('DATASET_MISMATCH', `${data.source}: ${data.shape[0]} samples cannot be split into batches of ${fixedBatch}, the fixed batch size of model input '${inputSignature.name}'`);
+  }
+  const ranges = tensors.length > 0 ? await calibrate(model, tensors, inputSignature.name, data, calibOptions) : new Map<string, TensorRange>();
   report.calibration = {
     method: options.method ?? 'minmax',
     samples: Math.min(options.maxSamples ?? Infinity, data.shape[0]!),
