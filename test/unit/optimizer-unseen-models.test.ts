@@ -84,7 +84,7 @@ test('ResNet-style block: BN folded, residual Add quantized, every variant close
   assert.equal(r['int8-static']!.quantized.length, 3); // Conv, Conv (BN folded), Add
 });
 
-test('LSTM stays float32 and the report says why', async () => {
+test('LSTM becomes com.microsoft DynamicQuantizeLSTM (per direction or per gate row) and stays close to fp32', async () => {
   const rand = seededRandom(2);
   const b = new GraphBuilder();
   b.input('input', DataType.FLOAT, [5, 'batch', 8]);
@@ -95,11 +95,18 @@ test('LSTM stays float32 and the report says why', async () => {
   b.initializer('axes', DataType.INT64, [1], [1]);
   b.output('output', DataType.FLOAT, [5, 'batch', 4]);
   const model = b.build();
-  const { model: q, report } = await optimizeModel(model, { precision: 'int8-dynamic' });
-  assert.deepEqual(report.skipped.map((s) => s.node), ['lstm']);
-  assert.match(report.skipped[0]!.reason!, /LSTM/);
   const x = seededInput(5 * 2 * 8, 1);
   const a = await runModel(encodeModel(model), { input: { data: x, dims: [5, 2, 8] } });
-  const c = await runModel(encodeModel(q), { input: { data: x, dims: [5, 2, 8] } });
-  assert.deepEqual(Array.from(c.output!), Array.from(a.output!));
+  for (const perChannel of [false, true]) {
+    const { model: q, report } = await optimizeModel(model, { precision: 'int8-dynamic', perChannel });
+    assert.deepEqual(report.quantized.map((d) => d.as), ['com.microsoft:DynamicQuantizeLSTM']);
+    const lstm = q.graph.node.find((n) => n.opType === 'DynamicQuantizeLSTM')!;
+    assert.equal(lstm.domain, 'com.microsoft');
+    const w = q.graph.initializer.find((t) => t.name === lstm.input[1])!;
+    assert.deepEqual(w.dims, [1, 8, 16]);
+    assert.deepEqual(q.graph.initializer.find((t) => t.name === lstm.input[8])!.dims, perChannel ? [1, 16] : [1]);
+    assert.ok(!q.graph.initializer.some((t) => t.name === 'W' || t.name === 'R'));
+    const c = await runModel(encodeModel(q), { input: { data: x, dims: [5, 2, 8] } });
+    assert.ok(cosine(a.output!, c.output!) > 0.995, `cosine ${cosine(a.output!, c.output!)}`);
+  }
 });

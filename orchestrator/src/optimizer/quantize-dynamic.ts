@@ -52,9 +52,8 @@ export function countOp(into: Record<string, number>, n: NodeProto): void {
   into[key] = (into[key] ?? 0) + 1;
 }
 
-const DEFAULT_OPS = ['MatMul', 'Gemm', 'Conv', 'Gather'];
+const DEFAULT_OPS = ['MatMul', 'Gemm', 'Conv', 'Gather', 'LSTM'];
 const NOT_SUPPORTED: Record<string, string> = {
-  LSTM: 'LSTM dynamic quantization (DynamicQuantizeLSTM) is not implemented; kept float32',
   GRU: 'GRU has no integer kernel in onnxruntime; kept float32',
   Attention: 'fused Attention is not quantized; kept float32',
 };
@@ -91,6 +90,7 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
   const dql = new Map<string, [string, string, string]>();
   const weightCache = new Map<string, { q: string; s: string; zp: string; perChannel: boolean }>();
   const quantizedWeightNames: string[] = [];
+  let needMsDomain = false;
   const out: NodeProto[] = [];
   const addInit = (t: TensorProto): string => {
     g.initializer.push(t);
@@ -222,6 +222,47 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
         out.push({ input: [mulOut, b], output: [output], name: newName(`${label}_bias_add`), opType: 'Add', attribute: [] });
       }
       report.quantized.push({ node: label, opType: n.opType, as: 'ConvInteger' });
+    } else if (n.opType === 'LSTM') {
+      // → com.microsoft DynamicQuantizeLSTM, as ORT's LSTMQuant: int8 W/R transposed to
+      // [dirs, in, 4H] / [dirs, H, 4H], scales per direction (or per gate row when per-channel).
+      const w = isConst(n.input[1]);
+      const r = isConst(n.input[2]);
+      if (!w || !r || w.dataType !== DataType.FLOAT || r.dataType !== DataType.FLOAT || w.dims.length !== 3 || r.dims.length !== 3) {
+        skip('W and R are not constant 3-D float32 weights'); continue;
+      }
+      if (attrInt(n, 'layout', 0) !== 0) { skip('layout=1 is not supported by DynamicQuantizeLSTM'); continue; }
+      if (xType !== DataType.FLOAT) { skip('input is not float32'); continue; }
+      const pc = options.perChannel ?? false;
+      const rr = options.reduceRange ?? true;
+      const quantLstmWeight = (t: TensorProto): { q: string; s: string; zp: string } => {
+        const [dirs, rows, cols] = t.dims as [number, number, number];
+        const q = quantizeWeight(readTensorAsFloat32(t), pc ? [dirs * rows, cols] : [dirs, rows * cols], 'int8', { axis: 0, reduceRange: rr });
+        const transposed = new Int8Array(q.data.length);
+        for (let d = 0; d < dirs; d++) {
+          for (let i = 0; i < rows; i++) {
+            for (let j = 0; j < cols; j++) transposed[d * rows * cols + j * rows + i] = q.data[d * rows * cols + i * cols + j]!;
+          }
+        }
+        quantizedWeightNames.push(t.name ?? '');
+        const sdims = pc ? [dirs, rows] : [dirs];
+        return {
+          q: addInit(makeTensor(newName(`${t.name}_quantized`), DataType.INT8, [dirs, cols, rows], transposed)),
+          s: addInit(makeTensor(newName(`${t.name}_scale`), DataType.FLOAT, sdims, q.scales)),
+          zp: addInit(makeTensor(newName(`${t.name}_zero_point`), DataType.INT8, sdims, q.zeroPoints)),
+        };
+      };
+      const wq = quantLstmWeight(w);
+      const rq = quantLstmWeight(r);
+      const rest = Array.from({ length: 5 }, (_, i) => n.input[3 + i] ?? '');
+      out.push({
+        ...n,
+        input: [n.input[0]!, wq.q, rq.q, ...rest, wq.s, wq.zp, rq.s, rq.zp],
+        name: newName(`${label}_quant`),
+        opType: 'DynamicQuantizeLSTM',
+        domain: 'com.microsoft',
+      });
+      needMsDomain = true;
+      report.quantized.push({ node: label, opType: n.opType, as: 'com.microsoft:DynamicQuantizeLSTM' });
     } else if (n.opType === 'Gather') {
       const data = isConst(n.input[0]);
       if (!data || data.dataType !== DataType.FLOAT) { skip('data is not a constant float32 table'); continue; }
@@ -240,6 +281,9 @@ export function quantizeDynamic(input: ModelProto, options: DynamicQuantOptions 
     }
   }
   g.node = out;
+  if (needMsDomain && !model.opsetImport.some((o) => o.domain === 'com.microsoft')) {
+    model.opsetImport.push({ domain: 'com.microsoft', version: 1 });
+  }
   // Float weights nobody reads any more are dropped here, so no weight is stored twice.
   removeDeadNodes(model);
   report.sharedWeightsDequantized = dequantizeSharedWeights(model, quantizedWeightNames, (t) => {
