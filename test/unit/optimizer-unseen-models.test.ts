@@ -110,3 +110,29 @@ test('LSTM becomes com.microsoft DynamicQuantizeLSTM (per direction or per gate 
     assert.ok(cosine(a.output!, c.output!) > 0.995, `cosine ${cosine(a.output!, c.output!)}`);
   }
 });
+
+test('embedding Gather becomes int8 table + DequantizeLinear; integer indices pass through', async () => {
+  const rand = seededRandom(12);
+  const b = new GraphBuilder();
+  b.input('input', DataType.INT64, ['batch', 5]);
+  b.initializer('emb', DataType.FLOAT, [50, 8], seededWeights(rand, 400, 8));
+  b.initializer('proj', DataType.FLOAT, [8, 4], seededWeights(rand, 32, 8));
+  b.node('Gather', ['emb', 'input'], ['e'], { axis: 0 }, { name: 'embed' });
+  b.node('MatMul', ['e', 'proj'], ['output'], {}, { name: 'proj' });
+  b.output('output', DataType.FLOAT, ['batch', 5, 4]);
+  const model = b.build();
+  const { model: q, report } = await optimizeModel(model, { precision: 'int8-dynamic' });
+  assert.deepEqual(report.quantized.map((d) => `${d.node}:${d.as}`), ['embed:Gather+DequantizeLinear', 'proj:MatMulInteger']);
+  assert.equal(q.graph.initializer.find((t) => t.name?.startsWith('emb_quantized'))!.dataType, DataType.INT8);
+  const ids = BigInt64Array.from([0, 3, 7, 49, 12, 5, 5, 1, 2, 40], (v) => BigInt(v));
+  const ort = await import('onnxruntime-node');
+  const run = async (bytes: Uint8Array): Promise<Float32Array> => {
+    const s = await ort.InferenceSession.create(bytes);
+    const r = await s.run({ input: new ort.Tensor('int64', ids, [2, 5]) });
+    await s.release();
+    return r.output!.data as Float32Array;
+  };
+  const a = await run(encodeModel(model));
+  const c = await run(encodeModel(q));
+  assert.ok(cosine(a, c) > 0.995, `cosine ${cosine(a, c)}`);
+});

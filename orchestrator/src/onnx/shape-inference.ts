@@ -311,6 +311,29 @@ export function inferGraphShapes(graph: GraphProto, options: ShapeInferenceOptio
         break;
       }
       case 'Shape': results.push({ elemType: DataType.INT64, shape: [xs ? xs.length : '?'] }); break;
+      case 'Gather': {
+        const idx = ins[1]?.shape;
+        if (xs && idx) {
+          const axis = normAxis(attrInt(node, 'axis', 0), xs.length);
+          results.push(withShape([...xs.slice(0, axis), ...idx, ...xs.slice(axis + 1)]));
+        } else results.push(withShape(undefined));
+        break;
+      }
+      // Element type follows input 0; the shape needs values we do not track.
+      case 'Slice': case 'Expand': case 'Tile': case 'Pad': case 'Resize': case 'Upsample': case 'GatherElements':
+      case 'GatherND': case 'ScatterND': case 'ReverseSequence': case 'DepthToSpace': case 'SpaceToDepth': case 'TopK':
+        results.push(withShape(undefined));
+        if (node.opType === 'TopK') results.push({ elemType: DataType.INT64 });
+        break;
+      case 'Split':
+        for (let i = 0; i < node.output.length; i++) results.push(withShape(undefined));
+        break;
+      case 'ConstantOfShape':
+        results.push({ elemType: attr(node, 'value')?.t?.dataType ?? DataType.FLOAT });
+        break;
+      case 'LSTM': case 'GRU': case 'RNN':
+        for (let i = 0; i < node.output.length; i++) results.push(withShape(undefined));
+        break;
       default:
         // Unknown op: types of outputs unknown unless declared.
         break;
