@@ -192,3 +192,16 @@ test('buildTinyMlpModel is deterministic and runs', async () => {
   assert.equal(out.output!.length, 30);
   assert.ok(out.output!.every(Number.isFinite));
 });
+
+test('a Node Buffer decodes to the same tensors as a plain Uint8Array (Buffer.slice is a view, not a copy)', async () => {
+  const { buildTinyMlpModel } = await import('@edgepack/orchestrator/onnx/graph-builder.js');
+  const { convertOnnxToTflite } = await import('@edgepack/orchestrator/tflite/convert.js');
+  const bytes = buildTinyMlpModel({ seed: 11 });
+  // An odd offset inside a larger buffer, as readFile and network reads can hand out.
+  const big = Buffer.alloc(bytes.length + 3);
+  big.set(bytes, 3);
+  const asBuffer = big.subarray(3);
+  const a = await convertOnnxToTflite(new Uint8Array(bytes), { precision: 'fp32' });
+  const b = await convertOnnxToTflite(asBuffer, { precision: 'fp32' });
+  assert.deepEqual(Buffer.from(b.tflite), Buffer.from(a.tflite));
+});

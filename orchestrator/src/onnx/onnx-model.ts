@@ -410,7 +410,10 @@ const MAX_SANE_OPSET_VERSION = 1000;
  * strings decode to *something*, so the essentials (ir_version, graph, opset_import) are checked.
  * Raw tensor data is returned as views into `bytes`: do not mutate `bytes` afterwards.
  */
-export function decodeModel(bytes: Uint8Array, options: DecodeModelOptions = {}): ModelProto {
+export function decodeModel(input: Uint8Array, options: DecodeModelOptions = {}): ModelProto {
+  // A Node Buffer's slice() is a view, not a copy; code downstream copies raw tensor data with
+  // slice() to realign it, so hand out plain Uint8Array views whose slice() really copies.
+  const bytes = Buffer.isBuffer(input) ? new Uint8Array(input.buffer, input.byteOffset, input.byteLength) : input;
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_MODEL_BYTES;
   if (bytes.length > maxBytes) throw new ModelTooLargeError(bytes.length, maxBytes);
   if (bytes.length === 0) throw new ModelNotOnnxError('file is empty, not an ONNX model');
