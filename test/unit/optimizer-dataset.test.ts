@@ -72,3 +72,11 @@ test('shared Fashion-MNIST .npy files load with the documented shapes', async (t
   assert.equal(y.length, 1000);
   assert.ok(y.every((v) => v >= 0 && v < 10));
 });
+
+test('npy parsing copies data even from an odd-offset Node Buffer', () => {
+  const bytes = encodeNpy({ dtype: 'float32', shape: [3], data: Float32Array.from([1.5, -2, 3]) });
+  const backing = Buffer.alloc(bytes.length + 3);
+  backing.set(bytes, 3);
+  const arr = parseNpy(backing.subarray(3));
+  assert.deepEqual(Array.from(arr.data as Float32Array), [1.5, -2, 3]);
+});

@@ -78,8 +78,11 @@ function viewRaw(raw: Uint8Array, bytesPer: number, name: string, expectCount: n
   if (raw.length !== expectCount * bytesPer) {
     throw new TensorDataError(name, `tensor '${name}' raw_data has ${raw.length} bytes, expected ${expectCount * bytesPer} for its shape`);
   }
-  // Copy to an aligned buffer: raw_data views into the file are rarely aligned.
-  return raw.slice().buffer as ArrayBuffer;
+  // Copy to an aligned buffer: raw_data views into the file are rarely aligned. (Not slice():
+  // on a Node Buffer that is a view, and .buffer would be the whole file.)
+  const copy = new Uint8Array(raw.length);
+  copy.set(raw);
+  return copy.buffer;
 }
 
 /**

@@ -82,7 +82,10 @@ export function parseNpy(bytes: Uint8Array, label = 'array'): NpyArray {
   if (bytes.length - start < need) {
     throw new NpyFormatError(`${label}: truncated data: shape [${shape.join(',')}] ${dtype} needs ${need} bytes, file has ${bytes.length - start}`);
   }
-  const buf = bytes.slice(start, start + need).buffer as ArrayBuffer;
+  // Copy (aligned); not slice(), which is a view on a Node Buffer.
+  const copy = new Uint8Array(need);
+  copy.set(bytes.subarray(start, start + need));
+  const buf = copy.buffer;
   return { dtype, shape, data: makeArray(dtype, buf) };
 }
 
