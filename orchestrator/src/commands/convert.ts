@@ -12,6 +12,7 @@ options:
   --precision P              fp32 (default) | int8-dynamic | int8
   --calibration X.npy        float32 samples [N, ...] in the ONNX input layout (required for int8)
   --calibration-samples N    use at most N calibration samples (default 64)
+  --method M                 calibration: minmax (default), percentile or entropy
   --keep-nchw-io             keep NCHW model inputs/outputs (default: NHWC)
   --int8-io                  int8: int8 model IO instead of float IO with QUANTIZE/DEQUANTIZE
   --batch N                  batch size fixed into the model (default 1)
@@ -28,6 +29,7 @@ export async function run(argv: string[]): Promise<number> {
         precision: { type: 'string', default: 'fp32' },
         calibration: { type: 'string' },
         'calibration-samples': { type: 'string', default: '64' },
+        method: { type: 'string' },
         'keep-nchw-io': { type: 'boolean', default: false },
         'int8-io': { type: 'boolean', default: false },
         batch: { type: 'string', default: '1' },
@@ -45,6 +47,9 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const precision = values.precision as TflitePrecision;
+  if (values.method && !['minmax', 'percentile', 'entropy'].includes(values.method)) {
+    throw new EdgepackError('CLI_USAGE', `--method must be minmax, percentile or entropy, got '${values.method}'`);
+  }
   const samples = Number(values['calibration-samples']);
   const batch = Number(values.batch);
   if (positionals.length !== 1 || !values.output || !TFLITE_PRECISIONS.includes(precision) || !(samples > 0) || !(batch > 0)) {
@@ -64,6 +69,7 @@ export async function run(argv: string[]): Promise<number> {
     int8Io: values['int8-io'],
     batch,
     ...(calibration ? { calibration } : {}),
+    ...(values.method ? { method: values.method as 'minmax' | 'percentile' | 'entropy' } : {}),
   });
   await writeFile(values.output, result.tflite);
   const seconds = (performance.now() - started) / 1000;

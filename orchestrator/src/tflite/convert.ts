@@ -5,7 +5,9 @@ import { EdgepackError } from '@edgepack/protocol/errors.js';
 import { decodeModel, type ModelProto } from '../onnx/onnx-model.js';
 import { lowerOnnxToTflite, type LoweredIo } from './lower-onnx.js';
 import { quantizeDynamicRange, quantizeFullInteger } from './quantize.js';
-import { minMaxRanges, type ActivationRangeEstimator, type CalibrationSet } from './calibration.js';
+import type { ActivationRangeEstimator, CalibrationSet } from './calibration.js';
+import { onnxRangeEstimator } from './onnx-calibration.js';
+import type { CalibrationMethod } from '../optimizer/calibrate.js';
 import { writeTflite } from './writer.js';
 import { builtinOperatorName } from './schema.js';
 
@@ -20,7 +22,9 @@ export interface ConvertOptions {
   batch?: number;
   /** Sample inputs in the ONNX (NCHW) layout; required for precision 'int8'. */
   calibration?: CalibrationSet;
-  /** Replaces the default MinMax calibration (e.g. with the optimizer's calibrator). */
+  /** Calibration method of the shared calibrator (default minmax). */
+  method?: CalibrationMethod;
+  /** Replaces the shared ONNX calibrator (e.g. with minMaxRanges, which measures through LiteRT). */
   rangeEstimator?: ActivationRangeEstimator;
   /** Full-integer only: int8 model IO instead of float IO with QUANTIZE/DEQUANTIZE. */
   int8Io?: boolean;
@@ -49,7 +53,8 @@ export async function convertOnnxToTflite(onnx: Uint8Array | ModelProto, options
   let tflModel = lowered.graph.toModel(`edgepack onnx->tflite ${precision}`);
   if (precision === 'int8-dynamic') tflModel = quantizeDynamicRange(tflModel);
   if (precision === 'int8') {
-    const estimate = options.rangeEstimator ?? minMaxRanges;
+    // Same calibrator as ONNX static quantization, so both paths see the same ranges.
+    const estimate = options.rangeEstimator ?? onnxRangeEstimator(model, options.method ? { method: options.method } : {});
     const ranges = await estimate(tflModel, lowered.inputs, options.calibration!);
     tflModel = quantizeFullInteger(tflModel, ranges, { int8Io: options.int8Io ?? false });
   }
