@@ -168,7 +168,13 @@ async function produceOnnx(c: Candidate, original: Uint8Array, proto: ModelProto
     };
   }
   if (c.precision === 'int8-static' && !calibration) throw Object.assign(new Error('int8-static needs calibration data: upload it with POST /v1/models/:id/datasets?kind=calibration'), { code: 'CALIBRATION_REQUIRED' });
-  const { bytes, report } = await optimizeModelBytes(proto, { precision: c.precision as 'fp16' | 'int8-dynamic' | 'int8-static', ...(calibration ? { calibration } : {}) });
+  const { bytes, report } = await optimizeModelBytes(proto, {
+    precision: c.precision as 'fp16' | 'int8-dynamic' | 'int8-static',
+    ...(calibration ? { calibration } : {}),
+    // On x86 only U8S8 fuses fully in ORT (S8S8 leaves residual-Add convs unfused and ends up
+    // slower than fp32); the latency that decides selection is measured on this host.
+    ...(c.precision === 'int8-static' && process.arch === 'x64' ? { activationType: 'uint8' as const } : {}),
+  });
   const e = await evaluateModels(original, bytes, evalData, { ...(labels ? { labels } : {}), latencyRuns: 30 });
   return {
     bytes, io, layout: 'NCHW', report,
