@@ -63,7 +63,13 @@ test('an ONNX upload with calibration data reaches a Coral agent as int8 TFLite,
   assert.equal(ds.status, 201, JSON.stringify(ds.body));
 
   const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['coral-dev-board', 'esp32-s3'] });
+  // Quantization runs in a worker thread: the API answers while the build is still running.
+  const health = await orch.api('GET', '/v1/health');
+  const during = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
+  assert.equal(health.status, 200);
+  assert.ok(['queued', 'running'].includes(during.body.build.status), `build already ${during.body.build.status}`);
   const build = await waitBuild(b.body.build.id);
+  assert.deepEqual(build.progress, { step: 'done', done: 2, total: 2 });
   assert.equal(build.status, 'succeeded', JSON.stringify(build));
   assert.equal(build.options.datasets.calibration, ds.body.dataset.id, 'the latest calibration upload is used by default');
   const coralArt = build.artifacts.find((a: any) => a.profile === 'coral-dev-board');
