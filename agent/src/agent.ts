@@ -115,6 +115,7 @@ export class Agent {
     client.on('error', (err) => this.o.log.warn({ err: err.message }, 'mqtt error'));
     client.on('close', () => {
       if (this.stopped || this.client !== client) return;
+      this.client = undefined;
       client.removeAllListeners();
       client.on('error', () => undefined);
       client.end(true);
@@ -126,8 +127,18 @@ export class Agent {
     });
   }
 
+  /**
+   * Publishes only on a live connection. While disconnected nothing is queued: heartbeats are
+   * periodic anyway, and the deployment state is re-reported on every (re)connect.
+   */
   private publish(kind: Parameters<typeof deviceTopic>[1], message: object): void {
-    this.client?.publish(this.topic(kind), JSON.stringify(message), { qos: 1 });
+    const c = this.client;
+    if (!c?.connected) return;
+    try {
+      c.publish(this.topic(kind), JSON.stringify(message), { qos: 1 });
+    } catch (err) {
+      this.o.log.warn({ kind, err: errorMessage(err) }, 'publish failed');
+    }
   }
 
   private onMessage(topic: string, payload: Buffer): void {

@@ -38,10 +38,16 @@ export class RolloutService {
     const { store } = this.deps;
     const bundle = store.getBundle(bundleId);
     if (!bundle) throw new EdgepackError('BUNDLE_NOT_FOUND', `bundle ${bundleId} not found`);
+    // One seq per action, kept: a re-publish is then a duplicate the device recognises.
+    let seq = store.getActionSeq(rolloutId, deviceId);
+    if (seq === null) {
+      seq = store.nextDesiredSeq(deviceId);
+      store.setActionSeq(rolloutId, deviceId, seq);
+    }
     const desired: DesiredState = {
       v: PROTOCOL_VERSION,
       deviceId,
-      seq: store.nextDesiredSeq(deviceId),
+      seq,
       rolloutId,
       bundle: { manifest: bundle.manifest, signature: bundle.signature },
       issuedAt: this.deps.now().toISOString(),

@@ -128,4 +128,11 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       ALTER TABLE builds ADD COLUMN progress TEXT;
     `,
   },
+  {
+    version: 4,
+    name: 'desired-state seq per action',
+    // Re-publishing after a restart must reuse the seq the device already saw, or it would
+    // retry a bundle it had refused.
+    sql: `ALTER TABLE actions ADD COLUMN desired_seq INTEGER;`,
+  },
 ];

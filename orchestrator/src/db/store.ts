@@ -231,6 +231,13 @@ export class Store {
       return ids;
     });
   }
+  setActionSeq(rolloutId: string, deviceId: string, seq: number): void {
+    this.db.prepare('UPDATE actions SET desired_seq = ? WHERE rollout_id = ? AND device_id = ?').run(seq, rolloutId, deviceId);
+  }
+  getActionSeq(rolloutId: string, deviceId: string): number | null {
+    const r = this.db.prepare('SELECT desired_seq FROM actions WHERE rollout_id = ? AND device_id = ?').get(rolloutId, deviceId) as Row | undefined;
+    return (r?.desired_seq as number | null | undefined) ?? null;
+  }
   nextDesiredSeq(id: string): number {
     this.db.prepare('UPDATE devices SET desired_seq = desired_seq + 1 WHERE id = ?').run(id);
     return (this.db.prepare('SELECT desired_seq FROM devices WHERE id = ?').get(id) as Row).desired_seq as number;
