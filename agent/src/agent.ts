@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
@@ -246,6 +247,8 @@ export class Agent {
       }
       if (this.stopped) return;
       await this.slots.collectGarbage().catch(() => undefined);
+      // Downloads only feed an install; once the deployment is over they are dead weight.
+      await rm(join(this.o.dataDir, 'downloads'), { recursive: true, force: true }).catch(() => undefined);
       const q = this.state.queued;
       if (q) await this.begin(q);
     })().catch((err) => this.o.log.error({ err: errorMessage(err) }, 'deployment loop crashed'));
@@ -255,7 +258,13 @@ export class Agent {
     const next: Deployment = { ...d, ...extra, phase: nextPhase(d.phase, event), updatedAt: new Date().toISOString() };
     this.state.deployment = next;
     if (next.phase === 'done' && next.result) this.state.lastBenchmark = next.result;
-    await this.persist();
+    try {
+      await this.persist();
+    } catch (err) {
+      // A full disk must not silence the device: report anyway. After a restart the older
+      // persisted phase is redone, which every phase allows.
+      this.o.log.error({ err: errorMessage(err) }, 'could not persist the deployment state');
+    }
     this.fault(`kill-after-${next.phase}`);
     if (reportedState(next.phase) !== reportedState(d.phase) || isTerminal(next.phase)) this.report(next);
     this.o.log.info({ bundleId: d.bundle.manifest.bundleId, from: d.phase, to: next.phase, code: next.code }, next.reason ?? 'transition');
@@ -297,9 +306,12 @@ export class Agent {
       }
     } catch (err) {
       if (this.stopped) return;
-      const code = err instanceof StepError ? err.code : errorCode(err) ?? 'STEP_FAILED';
+      const raw = err instanceof StepError ? err.code : errorCode(err) ?? 'STEP_FAILED';
+      const diskFull = raw === 'ENOSPC' || raw === 'EDQUOT';
+      const code = diskFull ? 'DISK_FULL' : raw;
+      const reason = diskFull ? `${d.phase}: no space left in ${this.o.dataDir} (${errorMessage(err)})` : `${d.phase}: ${errorMessage(err)}`;
       const result = err instanceof StepError && err.result ? { result: err.result } : {};
-      await this.transition(d, 'error', { code, reason: `${d.phase}: ${errorMessage(err)}`, ...result });
+      await this.transition(d, 'error', { code, reason, ...result });
       if (d.phase === 'downloading' || d.phase === 'verifying' || d.phase === 'installing') {
         await this.slots.discard(manifest.bundleId).catch(() => undefined);
       }

@@ -2,9 +2,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { EdgepackError } from '@edgepack/protocol';
+
+/** How much of a failed upload is still read (and dropped) so the client sees the error response. */
+const DRAIN_LIMIT = 64 * 1024 * 1024;
 
 export class BlobTooLargeError extends EdgepackError {
   constructor(limit: number) { super('PAYLOAD_TOO_LARGE', `upload exceeds the ${limit}-byte limit`); }
@@ -34,24 +36,37 @@ export class BlobStore {
     return (await stat(this.path(sha256))).size;
   }
 
-  /** Streams `source` into the store, enforcing `maxBytes` while streaming. */
+  /**
+   * Streams `source` into the store, enforcing `maxBytes` while streaming. When writing fails
+   * (over the limit, disk full) the rest of the body is still read and dropped, up to
+   * DRAIN_LIMIT, so the client gets the error response instead of a reset connection.
+   */
   async putStream(source: Readable, maxBytes: number): Promise<{ sha256: string; sizeBytes: number; tempPath: string }> {
     const tempPath = join(this.dir, 'tmp', randomBytes(8).toString('hex'));
     const hash = createHash('sha256');
+    const out = createWriteStream(tempPath, { mode: 0o600 });
+    let writeError: Error | undefined;
+    out.on('error', (err) => { writeError ??= err; });
     let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        if (size > maxBytes) return cb(new BlobTooLargeError(maxBytes));
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    try {
-      await pipeline(source, meter, createWriteStream(tempPath, { mode: 0o600 }));
-    } catch (err) {
+    let failure: Error | undefined;
+    let drained = 0;
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      if (!failure) failure = writeError;
+      if (failure) {
+        drained += chunk.length;
+        if (drained > DRAIN_LIMIT) { source.destroy(); break; }
+        continue;
+      }
+      size += chunk.length;
+      if (size > maxBytes) { failure = new BlobTooLargeError(maxBytes); continue; }
+      hash.update(chunk);
+      if (!out.write(chunk)) await new Promise<void>((resolve) => { out.once('drain', resolve); out.once('error', () => resolve()); });
+    }
+    await new Promise<void>((resolve) => { if (out.destroyed || out.writableFinished) resolve(); else out.end(() => resolve()); out.once('error', () => resolve()); });
+    failure ??= writeError;
+    if (failure) {
       await rm(tempPath, { force: true });
-      throw err;
+      throw failure;
     }
     return { sha256: hash.digest('hex'), sizeBytes: size, tempPath };
   }
