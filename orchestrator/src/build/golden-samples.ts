@@ -1,17 +1,6 @@
 import ort from 'onnxruntime-node';
 import { encodeTensor, type GoldenFile, type TensorSpec } from '@edgepack/protocol';
-
-/** Deterministic PRNG (mulberry32) so a rebuild of the same model yields the same golden inputs. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../seeded-random.js';
 
 /** Symbolic dims (batch, sequence) become 1: golden samples are single examples. */
 export function concreteDims(shape: TensorSpec['shape']): number[] {
@@ -20,7 +9,7 @@ export function concreteDims(shape: TensorSpec['shape']): number[] {
 
 /** Pure: the golden inputs for a model's input signature (standard-normal floats, small ints). */
 export function goldenInputs(inputs: readonly TensorSpec[], count: number, seed = 1234): Record<string, ort.Tensor>[] {
-  const rand = mulberry32(seed);
+  const rand = seededRandom(seed);
   const normal = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
   const samples: Record<string, ort.Tensor>[] = [];
   for (let s = 0; s < count; s++) {

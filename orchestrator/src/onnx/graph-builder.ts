@@ -3,6 +3,7 @@
 import { AttributeType, encodeModel, type AttributeProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-model.js';
 import { encodeUtf8 } from './protobuf-wire.js';
 import { DataType, makeTensor, type TensorArray } from './tensor.js';
+import { seededRandom } from '../seeded-random.js';
 
 /** Explicit attribute values, for when a plain number would be ambiguous (1 vs 1.0). */
 export type AttributeValue =
@@ -124,17 +125,7 @@ export class GraphBuilder {
   }
 }
 
-/** Deterministic PRNG (mulberry32) so built models are identical run to run. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /** Uniform(-limit, limit) weights with He-style scaling for a fan-in. */
 export function seededWeights(rand: () => number, count: number, fanIn: number): Float32Array {
