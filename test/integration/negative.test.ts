@@ -254,3 +254,17 @@ for (const phase of ['verifying', 'benchmarking', 'committing', 'done']) {
     assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'active.json'), 'utf8')).bundleId, b.bundleId);
   });
 }
+
+test('a revoked device is disconnected at once and cannot connect again', async () => {
+  const before = (await orch.api('GET', '/v1/devices')).body.devices.length;
+  const del = await orch.api('DELETE', `/v1/devices/${deviceId}`);
+  assert.equal(del.status, 204);
+  assert.equal((await orch.api('GET', `/v1/devices/${deviceId}`)).status, 404);
+  assert.equal((await orch.api('GET', '/v1/devices')).body.devices.length, before - 1);
+  // The broker drops the live session, and the agent's reconnects are refused.
+  await until('agent disconnected', async () => agent.stderr().includes('disconnected; reconnecting'), 10_000);
+  await until('reconnect refused', async () => orch.proc.stderr().includes('mqtt connect refused: unknown or revoked device'), 10_000);
+  const identity = JSON.parse(await readFile(join(dir.path, 'agent', 'identity.json'), 'utf8'));
+  await agent.kill('SIGTERM');
+  await assert.rejects(connect(deviceId, createDeviceCredential(deviceId, identity.secretKey, new Date())), /Bad username or password|Not authorized/i);
+});
