@@ -15,6 +15,7 @@ const AGENTS = [
   { name: 'gateway-1', profile: undefined as string | undefined },
   { name: 'pi5-kitchen', profile: 'raspberry-pi-5' },
   { name: 'jetson-dock', profile: 'jetson-orin-nano' },
+  { name: 'coral-door', profile: 'coral-dev-board' },
 ];
 
 function start(file: string, args: string[]): { child: ChildProcess; event: (name: string) => Promise<Record<string, unknown>> } {
@@ -76,19 +77,30 @@ async function main(): Promise<void> {
       console.log(`agent         ${a.name.padEnd(12)} ${String(ev.deviceId)}  profile ${String(ev.profile)}${a.profile ? '' : ' (matched from detected facts)'}`);
     }
 
-    const shared = resolve(repo, '../shared/models/fashion_cnn.onnx');
-    const model = existsSync(shared)
-      ? { name: 'fashion-cnn', bytes: new Uint8Array(await readFile(shared)) }
+    const shared = resolve(repo, '../shared/models');
+    const model = existsSync(join(shared, 'fashion_cnn.onnx'))
+      ? { name: 'fashion-cnn', bytes: new Uint8Array(await readFile(join(shared, 'fashion_cnn.onnx'))) }
       : { name: 'tiny-mlp', bytes: buildTinyMlpModel() };
     const { model: m } = await api('POST', `/v1/models?name=${model.name}&version=1.0.0`, model.bytes);
     console.log(`model         ${m.name}@${m.version}  ${(m.sizeBytes / 1024).toFixed(0)} KiB  opset ${m.opset}  ${m.inputs.map((i: any) => `${i.name}[${i.shape.join(',')}]`).join(' ')}`);
+    // Calibration and labelled evaluation data let the build quantize and judge accuracy.
+    for (const [kind, file] of [['calibration', 'fashion_calib256.npy'], ['evaluation', 'fashion_test1k.npy'], ['labels', 'fashion_test1k.labels.npy']]) {
+      if (model.name !== 'fashion-cnn') break;
+      const { dataset } = await api('POST', `/v1/models/${m.id}/datasets?kind=${kind}`, new Uint8Array(await readFile(join(shared, file!))));
+      console.log(`dataset       ${kind!.padEnd(12)} ${file}  [${dataset.shape.join(',')}] ${dataset.dtype}`);
+    }
 
     let { build } = await api('POST', '/v1/builds', { modelId: m.id });
     while (build.status === 'queued' || build.status === 'running') {
       await new Promise((r) => setTimeout(r, 200));
       ({ build } = await api('GET', `/v1/builds/${build.id}`));
     }
-    for (const a of build.artifacts) console.log(`artifact      ${a.profile.padEnd(18)} ${a.status.padEnd(8)} ${a.status === 'built' ? `${a.format} ${a.precision}` : a.reason}`);
+    for (const a of build.artifacts) {
+      const chosen = a.decisions?.find((d: any) => d.accepted);
+      const refused = (a.decisions ?? []).filter((d: any) => !d.accepted).map((d: any) => `${d.precision} refused: ${d.reason}`);
+      console.log(`artifact      ${a.profile.padEnd(18)} ${a.status.padEnd(8)} ${a.status === 'built' ? `${a.format} ${a.precision}  ${(a.sizeBytes / 1024).toFixed(0)} KiB  ${chosen?.reason ?? ''}` : a.reason}`);
+      for (const r of refused) console.log(`${' '.repeat(42)}${r.slice(0, 110)}`);
+    }
 
     const devices = (await api('GET', '/v1/devices')).devices as any[];
     let { rollout } = await api('POST', '/v1/rollouts', { buildId: build.id, target: {} });
