@@ -23,7 +23,7 @@ export class ChunkDownload {
     readonly file: BundleFile,
     private readonly dir: string,
     private readonly request: (index: number, count: number) => void,
-    private readonly window = 8,
+    private readonly window = 32,
   ) {
     this.total = Math.max(1, Math.ceil(file.length / CHUNK_SIZE));
   }
