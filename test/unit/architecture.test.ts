@@ -1,0 +1,57 @@
+// The package boundaries the architecture promises, checked on the source: the agent installs
+// without orchestrator dependencies, and protocol/ is the only code the two sides share.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { builtinModules } from 'node:module';
+import { repoRoot } from '../support/paths.js';
+
+async function sources(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await sources(p)));
+    else if (e.name.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+/** Bare package names a package's source imports (static and dynamic), without node: builtins. */
+async function importedPackages(pkg: string): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const file of await sources(join(repoRoot(), pkg, 'src'))) {
+    const text = await readFile(file, 'utf8');
+    for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)['"]([^'"]+)['"]/g)) {
+      const spec = m[1]!;
+      if (spec.startsWith('.') || spec.startsWith('node:') || builtinModules.includes(spec)) continue;
+      const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!;
+      found.set(name, file);
+    }
+  }
+  return found;
+}
+
+async function declared(pkg: string): Promise<Set<string>> {
+  const json = JSON.parse(await readFile(join(repoRoot(), pkg, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+  return new Set(Object.keys(json.dependencies ?? {}));
+}
+
+for (const pkg of ['protocol', 'firmware-profiles', 'agent', 'orchestrator']) {
+  test(`${pkg}: every package its source imports is one of its declared dependencies`, async () => {
+    const deps = await declared(pkg);
+    for (const [name, file] of await importedPackages(pkg)) assert.ok(deps.has(name), `${file} imports ${name}, which ${pkg}/package.json does not declare`);
+  });
+}
+
+test('the agent depends on nothing orchestrator-only and never on the orchestrator', async () => {
+  const deps = await declared('agent');
+  for (const banned of ['@edgepack/orchestrator', '@edgepack/firmware-profiles', 'fastify', 'aedes', 'better-sqlite3', 'node-cron', 'flatbuffers']) {
+    assert.ok(!deps.has(banned), `agent/package.json depends on ${banned}`);
+  }
+});
+
+test('protocol/ depends on neither side', async () => {
+  const imported = await importedPackages('protocol');
+  for (const name of imported.keys()) assert.ok(!name.startsWith('@edgepack/'), `protocol imports ${name}`);
+});
