@@ -1,4 +1,4 @@
-import { EdgepackError, PROTOCOL_VERSION, type DesiredState, type StatusReport } from '@edgepack/protocol';
+import { EdgepackError, PROTOCOL_VERSION, signDesired, type DesiredState, type StatusReport } from '@edgepack/protocol';
 import { applyStatusReport, rolloutStatus } from './core/action-transition.js';
 import { planRollout } from './core/rollout-plan.js';
 import type { RolloutRecord, RolloutTarget, Store } from './db/store.js';
@@ -14,7 +14,7 @@ export interface DesiredPublisher {
  * device reports back into actions. The decisions are in core/; this is the glue to IO.
  */
 export class RolloutService {
-  constructor(private readonly deps: { store: Store; log: Logger; now: () => Date; publisher: DesiredPublisher }) {}
+  constructor(private readonly deps: { store: Store; log: Logger; now: () => Date; publisher: DesiredPublisher; signingSecretKey: string }) {}
 
   async create(buildId: string, target: RolloutTarget): Promise<RolloutRecord> {
     const { store, now } = this.deps;
@@ -44,14 +44,14 @@ export class RolloutService {
       seq = store.nextDesiredSeq(deviceId);
       store.setActionSeq(rolloutId, deviceId, seq);
     }
-    const desired: DesiredState = {
+    const desired: DesiredState = signDesired({
       v: PROTOCOL_VERSION,
       deviceId,
       seq,
       rolloutId,
       bundle: { manifest: bundle.manifest, signature: bundle.signature },
       issuedAt: this.deps.now().toISOString(),
-    };
+    }, this.deps.signingSecretKey);
     await this.deps.publisher.publishDesired(deviceId, desired);
   }
 

@@ -44,7 +44,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
 
   const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now });
   const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now });
-  const rollouts = new RolloutService({ store, log, now, publisher: gateway });
+  const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey });
   gateway.rollouts = rollouts;
   const builds = new BuildQueue({ store, blobs, profiles, signing: secrets.signing, bundleTtlDays: config.bundleTtlDays, log, now });
 

@@ -10,3 +10,4 @@ export * from './messages.js';
 export * from './chunk-frame.js';
 export * from './validate.js';
 export * from './device-credential.js';
+export * from './desired-signature.js';

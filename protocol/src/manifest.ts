@@ -24,7 +24,8 @@ export type BundleFile = Static<typeof BundleFileSchema>;
 
 export const ManifestSchema = Type.Object({
   schema: Type.Literal(MANIFEST_SCHEMA_ID),
-  bundleId: Type.String({ minLength: 1, maxLength: 128 }),
+  /** Also a directory name on the device: a plain id, never a path. */
+  bundleId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,128}$' }),
   model: Type.Object({ name: Type.String(), version: Type.String(), sha256: Type.String() }),
   profile: Type.String({ minLength: 1 }),
   format: ModelFormatSchema,

@@ -71,6 +71,11 @@ export const DesiredStateSchema = Type.Object({
   rolloutId: Type.String(),
   bundle: SignedManifestSchema,
   issuedAt: Type.String(),
+  /**
+   * ed25519 by the orchestrator over the envelope (see desired-signature.ts): without it anyone
+   * able to publish on the topic could replay an older signed bundle or jump `seq` ahead.
+   */
+  signature: Type.String({ minLength: 1 }),
 });
 export type DesiredState = Static<typeof DesiredStateSchema>;
 
@@ -80,6 +85,8 @@ export const NoticeSchema = Type.Object({
   code: Type.String(),
   message: Type.String(),
   topic: Type.Optional(Type.String()),
+  /** The bundle a refusal is about, so a late notice cannot fail an unrelated transfer. */
+  bundleId: Type.Optional(Type.String()),
 });
 export type Notice = Static<typeof NoticeSchema>;
 

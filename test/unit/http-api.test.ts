@@ -17,7 +17,7 @@ import {
   createManifestVerifier,
   generateKeyPair,
   keyId,
-  verifyCanonical,
+  verifyCanonical, verifyDesiredSignature,
   type DesiredState,
   type DeviceFacts,
   type KeyPair,
@@ -75,7 +75,7 @@ before(async () => {
   const log = createLogger('error');
   builds = new BuildQueue({ store, blobs, profiles, signing, bundleTtlDays: 30, log, now });
   const rollouts = new RolloutService({
-    store, log, now,
+    store, log, now, signingSecretKey: signing.secretKey,
     publisher: { async publishDesired(deviceId, desired) { published.push({ deviceId, desired: structuredClone(desired) }); } },
   });
   deps = {
@@ -511,6 +511,9 @@ test('rollouts: devices get pending and a signed desired state that verifies aga
     assert.equal(desired.bundle.manifest.bundleId, bundleFor[d.profile]);
     assert.equal(verifyCanonical(desired.bundle.manifest, desired.bundle.signature, signing.publicKey), true);
     assert.equal(verifyCanonical(desired.bundle.manifest, desired.bundle.signature, generateKeyPair().publicKey), false);
+    // The envelope (device, seq, rollout) is signed too, so it cannot be replayed or moved ahead.
+    assert.equal(verifyDesiredSignature(desired, signing.publicKey), true);
+    assert.equal(verifyDesiredSignature({ ...desired, seq: desired.seq + 1000 }, signing.publicKey), false);
     // what the agent would do with it: the full check passes for its own profile only
     assert.doesNotThrow(() => verify(JSON.parse(JSON.stringify(desired.bundle)), { trustedPublicKey: signing.publicKey, expectedProfile: d.profile, now: now() }));
     const wrongProfile = d.profile === 'x86-64-gateway' ? 'raspberry-pi-4' : 'x86-64-gateway';
