@@ -147,7 +147,7 @@ async function enrollDevice(f: DeviceFacts, extra: { name?: string; profile?: st
 }
 
 function deviceAuth(d: Enrolled, at = now()) {
-  return { authorization: `Device ${d.id}:${createDeviceCredential(d.id, d.keys.secretKey, at)}` };
+  return { authorization: `Device ${d.id}:${createDeviceCredential(d.id, d.keys.secretKey, at, 'http')}` };
 }
 
 function upload(name: string, version: string, payload: Buffer | Readable, headers: Record<string, string> = OCTET, target = app) {
@@ -613,10 +613,10 @@ test('bundles: device credentials are refused when stale, forged, revoked, or us
   // stale (20 minutes old)
   assert.equal(errorOf(await app.inject({ url, headers: deviceAuth(pi5, new Date(clockMs - 20 * 60_000)) }), 401), 'UNAUTHORIZED');
   // signed by another key
-  const forged = { authorization: `Device ${pi5.id}:${createDeviceCredential(pi5.id, generateKeyPair().secretKey, now())}` };
+  const forged = { authorization: `Device ${pi5.id}:${createDeviceCredential(pi5.id, generateKeyPair().secretKey, now(), 'http')}` };
   assert.equal(errorOf(await app.inject({ url, headers: forged }), 401), 'UNAUTHORIZED');
   // pi4's credential presented as pi5
-  const swapped = { authorization: `Device ${pi5.id}:${createDeviceCredential(devices.pi4!.id, devices.pi4!.keys.secretKey, now())}` };
+  const swapped = { authorization: `Device ${pi5.id}:${createDeviceCredential(devices.pi4!.id, devices.pi4!.keys.secretKey, now(), 'http')}` };
   assert.equal(errorOf(await app.inject({ url, headers: swapped }), 401), 'UNAUTHORIZED');
   // malformed
   for (const authorization of [`Device ${pi5.id}`, `Device ${pi5.id}:`, 'Device :', 'Device dev_nope:1.x']) {

@@ -78,7 +78,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (scheme === 'Device' && value && config.deviceAccess) {
       const [deviceId = '', credential = ''] = value.split(':', 2);
       const device = deps.store.getDevice(deviceId);
-      if (device && !device.revokedAt && checkDeviceCredential(deviceId, credential, device.publicKey, deps.now()).ok) {
+      if (device && !device.revokedAt && checkDeviceCredential(deviceId, credential, device.publicKey, deps.now(), 'http').ok) {
         req.caller = { kind: 'device', deviceId };
         return;
       }

@@ -33,7 +33,7 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
         return done(authError('unknown or revoked device', 4), false);
       }
       if (client.id !== deviceId) return done(authError(`client id must be the device id ${deviceId}`, 2), false);
-      const check = checkDeviceCredential(deviceId, password?.toString('utf8') ?? '', device.publicKey, now());
+      const check = checkDeviceCredential(deviceId, password?.toString('utf8') ?? '', device.publicKey, now(), 'mqtt');
       if (!check.ok) {
         log.warn({ deviceId, code: check.code }, `mqtt connect refused: ${check.reason}`);
         return done(authError(check.reason, 4), false);
