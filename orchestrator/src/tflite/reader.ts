@@ -63,11 +63,20 @@ class Table {
     const o = this.field(slot);
     return o ? new Table(this.bb, this.bb.__indirect(this.pos + o)) : undefined;
   }
-  /** Start and length of a vector field, or undefined when absent. */
-  vector(slot: number): { start: number; length: number } | undefined {
+  /**
+   * Start and length of a vector field, or undefined when absent. The length comes from the
+   * file, so it is checked against the buffer before anything is allocated for it: a corrupt
+   * length would otherwise ask for billions of elements.
+   */
+  vector(slot: number, elementBytes = 4): { start: number; length: number } | undefined {
     const o = this.field(slot);
     if (!o) return undefined;
-    return { start: this.bb.__vector(this.pos + o), length: this.bb.__vector_len(this.pos + o) };
+    const start = this.bb.__vector(this.pos + o);
+    const length = this.bb.__vector_len(this.pos + o);
+    if (start < 0 || length < 0 || start + length * elementBytes > this.bb.capacity()) {
+      throw invalid(`vector of ${length} elements at byte ${start} runs past the end of the ${this.bb.capacity()}-byte file`);
+    }
+    return { start, length };
   }
   tables(slot: number): Table[] {
     const v = this.vector(slot);
@@ -83,7 +92,7 @@ class Table {
     return v ? Array.from({ length: v.length }, (_, i) => this.bb.readFloat32(v.start + 4 * i)) : [];
   }
   int64s(slot: number): number[] {
-    const v = this.vector(slot);
+    const v = this.vector(slot, 8);
     return v ? Array.from({ length: v.length }, (_, i) => Number(this.bb.readInt64(v.start + 8 * i))) : [];
   }
 }
@@ -127,7 +136,7 @@ export function inspectTflite(bytes: Uint8Array): TfliteInspection {
       operators[name] = (operators[name] ?? 0) + 1;
     }
     let constantBytes = 0;
-    for (const buf of model.tables(4)) constantBytes += buf.vector(0)?.length ?? 0;
+    for (const buf of model.tables(4)) constantBytes += buf.vector(0, 1)?.length ?? 0;
     const description = model.string(3);
     return {
       format: 'tflite',
