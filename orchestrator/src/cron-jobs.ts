@@ -9,9 +9,13 @@ import type { Logger } from './logger.js';
 export function startCronJobs(deps: { store: Store; log: Logger; now: () => Date; offlineAfterSec: number }): { stop(): Promise<void> } {
   const tasks: ScheduledTask[] = [];
   tasks.push(schedule('*/5 * * * * *', () => {
-    const cutoff = new Date(deps.now().getTime() - deps.offlineAfterSec * 1000).toISOString();
-    const ids = deps.store.markStaleOffline(cutoff);
-    if (ids.length) deps.log.info({ devices: ids }, 'marked offline after missed heartbeats');
+    try {
+      const cutoff = new Date(deps.now().getTime() - deps.offlineAfterSec * 1000).toISOString();
+      const ids = deps.store.markStaleOffline(cutoff);
+      if (ids.length) deps.log.info({ devices: ids }, 'marked offline after missed heartbeats');
+    } catch (err) {
+      deps.log.error({ err: String(err) }, 'offline sweep failed; retrying on the next tick');
+    }
   }, { name: 'offline-sweep', noOverlap: true }));
   return {
     async stop() {

@@ -4,7 +4,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import mqtt from 'mqtt';
+import { PROTOCOL_VERSION, createDeviceCredential, generateKeyPair } from '@edgepack/protocol';
 import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
@@ -48,6 +50,24 @@ test('orchestrator: an upload that fills the data disk gets 507 STORAGE_FULL and
     assert.deepEqual(await readdir(join(data, 'blobs', 'tmp')), []);
     const small = await orch.api('POST', '/v1/models?name=small&version=1', buildTinyMlpModel({ seed: 2 }));
     assert.equal(small.status, 201, 'still serving, and a model that fits is stored');
+
+    // Now fill the disk completely: database writes fail, in HTTP handlers and in broker events alike.
+    const keys = generateKeyPair();
+    const token = (await orch.api('POST', '/v1/enrollment-tokens', {})).body.token;
+    const facts = { arch: 'x86_64', platform: 't', cpuModel: 't', cores: 1, ramBytes: 4e9, cpuFlags: [], accelerators: [], runtimes: {}, agentVersion: 't' };
+    const dev = (await orch.api('POST', '/v1/enroll', { v: PROTOCOL_VERSION, token, publicKey: keys.publicKey, facts, profile: 'x86-64-gateway' })).body;
+    const filler = join(data, 'filler');
+    try { execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { stdio: 'ignore' }); } catch { /* dd stops at ENOSPC */ }
+    const full = await orch.api('POST', '/v1/enrollment-tokens', {});
+    assert.equal(full.status, 507, JSON.stringify(full.body));
+    assert.equal(full.body.error.code, 'STORAGE_FULL');
+    const c = await mqtt.connectAsync({ host: '127.0.0.1', port: orch.mqttPort, clientId: dev.deviceId, username: dev.deviceId, password: createDeviceCredential(dev.deviceId, keys.secretKey, new Date()), reconnectPeriod: 0 });
+    await c.endAsync();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(orch.proc.child.exitCode, null, 'a failed write in a broker event does not kill the orchestrator');
+    assert.equal((await orch.api('GET', '/v1/devices')).status, 200);
+    await rm(filler);
+    assert.equal((await orch.api('POST', '/v1/enrollment-tokens', {})).status, 201, 'writes work again once there is room');
   } finally {
     await orch.stop();
   }

@@ -33,7 +33,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (e.validation) return reply.status(400).send({ error: { code: 'VALIDATION_FAILED', message: errorMessage(err) } });
     if (err instanceof HttpError) return reply.status(err.statusCode).send({ error: { code: err.code, message: err.message } });
     const code = errorCode(err);
-    if (code === 'ENOSPC' || code === 'EDQUOT') {
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL') {
       req.log.error({ err }, 'data disk full');
       return reply.status(507).send({ error: { code: 'STORAGE_FULL', message: 'the orchestrator has no space left in its data dir; nothing was stored' } });
     }

@@ -27,7 +27,13 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
     // The client id must equal the device id so persistent sessions (§3.1.2.4) belong to it.
     authenticate(client: Client, username, password, done) {
       const deviceId = username ?? '';
-      const device = isValidDeviceId(deviceId) ? store.getDevice(deviceId) : undefined;
+      let device;
+      try {
+        device = isValidDeviceId(deviceId) ? store.getDevice(deviceId) : undefined;
+      } catch (err) {
+        log.error({ deviceId, err: String(err) }, 'mqtt connect: device lookup failed');
+        return done(authError('server unavailable', 3), false);
+      }
       if (!device || device.revokedAt) {
         log.warn({ clientId: client.id, username: deviceId }, 'mqtt connect refused: unknown or revoked device');
         return done(authError('unknown or revoked device', 4), false);

@@ -25,11 +25,19 @@ export class DeviceGateway implements DesiredPublisher {
       if (client) void this.onDevicePublish(client, packet);
     });
     // A clean DISCONNECT sends no will (MQTT 3.1.1 §3.14.4), so mark the device offline here too.
-    deps.aedes.on('clientDisconnect', (client) => this.markOffline(client.id));
-    deps.aedes.on('clientReady', (client) => {
-      const device = deps.store.getDevice(client.id);
-      if (device) deps.store.markSeen(client.id, deps.now().toISOString());
-    });
+    deps.aedes.on('clientDisconnect', (client) => this.guard('clientDisconnect', () => this.markOffline(client.id)));
+    deps.aedes.on('clientReady', (client) => this.guard('clientReady', () => {
+      if (deps.store.getDevice(client.id)) deps.store.markSeen(client.id, deps.now().toISOString());
+    }));
+  }
+
+  /** Broker events run outside any request: a failure here (a full disk, say) is logged, never thrown into Aedes. */
+  private guard(event: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.deps.log.error({ event, err: errorMessage(err) }, 'broker event handler failed');
+    }
   }
 
   private publish(topic: string, payload: Buffer | string, retain: boolean): Promise<void> {
