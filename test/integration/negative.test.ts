@@ -255,6 +255,27 @@ for (const phase of ['verifying', 'benchmarking', 'committing', 'done']) {
   });
 }
 
+test('a device cannot claim another device\'s bundle by reporting it as active', async () => {
+  const intruder = await enrollIntruder();
+  const c = await connect(intruder.id, createDeviceCredential(intruder.id, intruder.secretKey, new Date()));
+  try {
+    await c.subscribeAsync(deviceTopic(intruder.id, 'notice'), { qos: 1 });
+    const notices: any[] = [];
+    c.on('message', (_t, p) => notices.push(JSON.parse(p.toString())));
+    c.publish(deviceTopic(intruder.id, 'heartbeat'), JSON.stringify({ v: 1, deviceId: intruder.id, uptimeSec: 1, activeBundle: firstBundle, agentVersion: 'x', at: new Date().toISOString() }), { qos: 1 });
+    await until('heartbeat recorded', async () => (await orch.api('GET', `/v1/devices/${intruder.id}`)).body.device.lastHeartbeat);
+    const auth = { authorization: `Device ${intruder.id}:${createDeviceCredential(intruder.id, intruder.secretKey, new Date(), 'http')}` };
+    const http = await fetch(`${orch.url}/v1/bundles/${firstBundle}`, { headers: auth });
+    assert.equal(http.status, 403);
+    const manifest = (await orch.api('GET', `/v1/bundles/${firstBundle}`)).body.bundle.manifest;
+    c.publish(deviceTopic(intruder.id, 'chunk-request'), JSON.stringify({ v: 1, bundleId: firstBundle, sha256: manifest.files[0].sha256, index: 0, count: 1 }), { qos: 1 });
+    const n = await until('refusal notice', async () => notices.find((x) => x.bundleId === firstBundle), 10_000);
+    assert.equal(n.code, 'BUNDLE_NOT_ASSIGNED');
+  } finally {
+    c.end(true);
+  }
+});
+
 test('a revoked device is disconnected at once and cannot connect again', async () => {
   const before = (await orch.api('GET', '/v1/devices')).body.devices.length;
   const del = await orch.api('DELETE', `/v1/devices/${deviceId}`);

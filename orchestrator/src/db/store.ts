@@ -366,6 +366,14 @@ export class Store {
         reason = excluded.reason, result = excluded.result, updated_at = excluded.updated_at`)
       .run(a.rolloutId, a.deviceId, a.groupPosition, a.bundleId, a.state, a.code, a.reason, a.result ? JSON.stringify(a.result) : null, a.updatedAt);
   }
+  /**
+   * Whether the orchestrator ever assigned this bundle to this device. Access to bundle bytes
+   * is decided by this record of ours, never by what a device reports about itself.
+   */
+  isBundleAssigned(deviceId: string, bundleId: string): boolean {
+    return !!this.db.prepare('SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1').get(deviceId, bundleId);
+  }
+
   /** The device's newest action that is not finished; superseded by any later rollout to it. */
   latestActionForDevice(deviceId: string): ActionRecord | undefined {
     const r = this.db.prepare('SELECT a.* FROM actions a JOIN rollouts r ON r.id = a.rollout_id WHERE a.device_id = ? ORDER BY r.created_at DESC, r.id DESC LIMIT 1').get(deviceId) as Row | undefined;

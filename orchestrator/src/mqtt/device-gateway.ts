@@ -58,8 +58,8 @@ export class DeviceGateway implements DesiredPublisher {
     return this.publish(deviceTopic(deviceId, DeviceTopic.desired), Buffer.alloc(0), true);
   }
 
-  private notice(deviceId: string, code: string, message: string, topic?: string): void {
-    const n: Notice = { v: PROTOCOL_VERSION, code, message, ...(topic ? { topic } : {}) };
+  private notice(deviceId: string, code: string, message: string, topic?: string, bundleId?: string): void {
+    const n: Notice = { v: PROTOCOL_VERSION, code, message, ...(topic ? { topic } : {}), ...(bundleId ? { bundleId } : {}) };
     this.publish(deviceTopic(deviceId, DeviceTopic.notice), JSON.stringify(n), false).catch(() => undefined);
   }
 
@@ -98,7 +98,12 @@ export class DeviceGateway implements DesiredPublisher {
         case DeviceTopic.chunkRequest: {
           const r = this.chunkRequest.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
-          await this.serveChunks(client.id, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
+          try {
+            await this.serveChunks(client.id, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
+          } catch (err) {
+            log.error({ deviceId: client.id, bundleId: r.value.bundleId, err: errorMessage(err) }, 'serving chunks failed');
+            this.notice(client.id, 'INTERNAL_ERROR', `could not read bundle ${r.value.bundleId}: ${errorMessage(err)}`, packet.topic, r.value.bundleId);
+          }
           return;
         }
         default:
@@ -119,13 +124,11 @@ export class DeviceGateway implements DesiredPublisher {
   private async serveChunks(deviceId: string, bundleId: string, sha256: string, index: number, count: number): Promise<void> {
     const { store, blobs } = this.deps;
     const bundle = store.getBundle(bundleId);
-    const latest = store.latestActionForDevice(deviceId);
-    const entitled = bundle && (latest?.bundleId === bundleId || store.getDevice(deviceId)?.activeBundle === bundleId);
-    if (!bundle || !entitled) return this.notice(deviceId, 'BUNDLE_NOT_ASSIGNED', `bundle ${bundleId} is not assigned to this device`);
+    if (!bundle || !store.isBundleAssigned(deviceId, bundleId)) return this.notice(deviceId, 'BUNDLE_NOT_ASSIGNED', `bundle ${bundleId} is not assigned to this device`, undefined, bundleId);
     const file = bundle.manifest.files.find((f) => f.sha256 === sha256);
-    if (!file) return this.notice(deviceId, 'FILE_NOT_IN_BUNDLE', `file ${sha256} is not part of bundle ${bundleId}`);
+    if (!file) return this.notice(deviceId, 'FILE_NOT_IN_BUNDLE', `file ${sha256} is not part of bundle ${bundleId}`, undefined, bundleId);
     const total = Math.max(1, Math.ceil(file.length / CHUNK_SIZE));
-    if (index >= total) return this.notice(deviceId, 'CHUNK_OUT_OF_RANGE', `chunk ${index} is past the last chunk ${total - 1} of ${sha256}`);
+    if (index >= total) return this.notice(deviceId, 'CHUNK_OUT_OF_RANGE', `chunk ${index} is past the last chunk ${total - 1} of ${sha256}`, undefined, bundleId);
     const topic = deviceTopic(deviceId, DeviceTopic.chunk);
     for (let i = index; i < Math.min(total, index + count); i++) {
       const bytes = await blobs.readRange(sha256, i * CHUNK_SIZE, Math.min(CHUNK_SIZE, file.length - i * CHUNK_SIZE));

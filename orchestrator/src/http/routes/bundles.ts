@@ -33,10 +33,8 @@ export function registerBundleRoutes(app: FastifyInstance, deps: AppDeps): void 
     const bundle = store.getBundle(id);
     if (!bundle) throw new HttpError(404, 'BUNDLE_NOT_FOUND', `bundle ${id} not found`);
     if (!req.caller) throw new HttpError(401, 'UNAUTHORIZED', 'bundle access needs the admin token or a device credential');
-    if (req.caller.kind === 'device') {
-      const device = store.getDevice(req.caller.deviceId);
-      const latest = store.latestActionForDevice(req.caller.deviceId);
-      if (latest?.bundleId !== id && device?.activeBundle !== id) throw new HttpError(403, 'FORBIDDEN', `bundle ${id} is not assigned to this device`);
+    if (req.caller.kind === 'device' && !store.isBundleAssigned(req.caller.deviceId, id)) {
+      throw new HttpError(403, 'FORBIDDEN', `bundle ${id} is not assigned to this device`);
     }
     return bundle;
   };
