@@ -1,5 +1,5 @@
 import { EdgepackError, PROTOCOL_VERSION, signDesired, type DesiredState, type StatusReport } from '@edgepack/protocol';
-import { applyStatusReport, rolloutStatus } from './core/action-transition.js';
+import { applyStatusReport, closeAction, rolloutStatus } from './core/action-transition.js';
 import { planRollout } from './core/rollout-plan.js';
 import type { RolloutRecord, RolloutTarget, Store } from './db/store.js';
 import { newId } from './ids.js';
@@ -28,7 +28,12 @@ export class RolloutService {
       rolloutId: rollout.id, deviceId: a.deviceId, groupPosition: a.groupPosition, bundleId: a.bundleId, state: a.state,
       code: a.code ?? null, reason: a.reason ?? null, result: null, updatedAt: at,
     }));
-    store.insertRollout(rollout, actions, plan.groups);
+    const superseded = actions.flatMap((a) => store.openActionsForDevice(a.deviceId));
+    store.transaction(() => {
+      for (const old of superseded) store.upsertAction(closeAction(old, 'SUPERSEDED', `superseded by rollout ${rollout.id}`, at));
+      store.insertRollout(rollout, actions, plan.groups);
+    });
+    for (const rid of new Set(superseded.map((a) => a.rolloutId))) this.refreshStatus(rid);
     this.refreshStatus(rollout.id);
     for (const a of actions) if (a.state === 'pending') await this.deliver(a.deviceId, rollout.id, a.bundleId!);
     return store.getRollout(rollout.id)!;
@@ -66,6 +71,14 @@ export class RolloutService {
       }
     }
     return n;
+  }
+
+  /** A revoked device will report nothing more: close what it had under way. */
+  onDeviceRevoked(deviceId: string): void {
+    const at = this.deps.now().toISOString();
+    const open = this.deps.store.openActionsForDevice(deviceId);
+    for (const a of open) this.deps.store.upsertAction(closeAction(a, 'DEVICE_REVOKED', 'the device was revoked', at));
+    for (const rid of new Set(open.map((a) => a.rolloutId))) this.refreshStatus(rid);
   }
 
   /** Applies a validated report from `deviceId`; returns why it was ignored, if it was. */

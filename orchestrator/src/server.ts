@@ -52,6 +52,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey,
     mqttPort: () => broker.port, rollouts, builds, now,
     onDeviceRevoked: async (deviceId) => {
+      rollouts.onDeviceRevoked(deviceId);
       await gateway.clearDesired(deviceId);
       // Drop a live session at once; the revoked device can no longer authenticate.
       const client = (broker.aedes as unknown as { clients: Record<string, { close(): void }> }).clients[deviceId];

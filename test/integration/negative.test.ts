@@ -276,16 +276,45 @@ test('a device cannot claim another device\'s bundle by reporting it as active',
   }
 });
 
+test('a newer rollout supersedes one the device has not finished', async () => {
+  await agent.kill('SIGTERM'); // offline: its actions stay pending
+  const a = await buildFor(buildTinyMlpModel({ seed: 301 }));
+  const b = await buildFor(buildTinyMlpModel({ seed: 302 }));
+  const r1 = await orch.api('POST', '/v1/rollouts', { buildId: a.buildId, target: { deviceIds: [deviceId] } });
+  const r2 = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+  const first = (await orch.api('GET', `/v1/rollouts/${r1.body.rollout.id}`)).body.rollout;
+  assert.equal(first.status, 'failed');
+  assert.equal(first.devices[0].code, 'SUPERSEDED');
+  assert.match(first.devices[0].reason, new RegExp(r2.body.rollout.id));
+  agent = await startAgent(orch, join(dir.path, 'agent'), { enroll: false });
+  const done = await until('newer rollout finished', async () => {
+    const g = await orch.api('GET', `/v1/rollouts/${r2.body.rollout.id}`);
+    return g.body.rollout.status !== 'running' && g.body.rollout;
+  }, 60_000);
+  assert.equal(done.devices[0].state, 'active');
+  assert.equal(await activeBundle(), b.bundleId);
+});
+
 test('a revoked device is disconnected at once and cannot connect again', async () => {
+  const intruder = await enrollIntruder();
+  const c = await connect(intruder.id, createDeviceCredential(intruder.id, intruder.secretKey, new Date()));
+  const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
   const before = (await orch.api('GET', '/v1/devices')).body.devices.length;
-  const del = await orch.api('DELETE', `/v1/devices/${deviceId}`);
-  assert.equal(del.status, 204);
-  assert.equal((await orch.api('GET', `/v1/devices/${deviceId}`)).status, 404);
+  assert.equal((await orch.api('DELETE', `/v1/devices/${intruder.id}`)).status, 204);
+  await closed;
+  c.end(true);
+  assert.equal((await orch.api('GET', `/v1/devices/${intruder.id}`)).status, 404);
   assert.equal((await orch.api('GET', '/v1/devices')).body.devices.length, before - 1);
-  // The broker drops the live session, and the agent's reconnects are refused.
-  await until('agent disconnected', async () => agent.stderr().includes('disconnected; reconnecting'), 10_000);
-  await until('reconnect refused', async () => orch.proc.stderr().includes('mqtt connect refused: unknown or revoked device'), 10_000);
-  const identity = JSON.parse(await readFile(join(dir.path, 'agent', 'identity.json'), 'utf8'));
+  await assert.rejects(connect(intruder.id, createDeviceCredential(intruder.id, intruder.secretKey, new Date())), /Bad username or password|Not authorized/i);
+});
+
+test('revoking a device closes its open actions, so no rollout waits on it forever', async () => {
+  const b = await buildFor(buildTinyMlpModel({ seed: 303 }));
   await agent.kill('SIGTERM');
-  await assert.rejects(connect(deviceId, createDeviceCredential(deviceId, identity.secretKey, new Date())), /Bad username or password|Not authorized/i);
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+  assert.equal(r.body.rollout.status, 'running');
+  assert.equal((await orch.api('DELETE', `/v1/devices/${deviceId}`)).status, 204);
+  const after = (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout;
+  assert.equal(after.status, 'failed');
+  assert.equal(after.devices[0].code, 'DEVICE_REVOKED');
 });

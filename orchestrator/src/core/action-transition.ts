@@ -35,3 +35,11 @@ export function rolloutStatus(actions: readonly Pick<ActionRecord, 'state'>[]): 
   if (actions.some((a) => !TERMINAL_DEVICE_STATES.includes(a.state))) return 'running';
   return actions.every((a) => a.state === 'active') ? 'succeeded' : 'failed';
 }
+
+/**
+ * Closes an action the device will never finish for us: a newer rollout replaced it, or the
+ * device was revoked. Without this the rollout would show `running` forever.
+ */
+export function closeAction(action: ActionRecord, code: 'SUPERSEDED' | 'DEVICE_REVOKED', reason: string, at: string): ActionRecord {
+  return { ...action, state: 'failed', code, reason, updatedAt: at };
+}

@@ -366,6 +366,11 @@ export class Store {
         reason = excluded.reason, result = excluded.result, updated_at = excluded.updated_at`)
       .run(a.rolloutId, a.deviceId, a.groupPosition, a.bundleId, a.state, a.code, a.reason, a.result ? JSON.stringify(a.result) : null, a.updatedAt);
   }
+  /** Actions of this device still under way, in any rollout. */
+  openActionsForDevice(deviceId: string): ActionRecord[] {
+    return (this.db.prepare("SELECT * FROM actions WHERE device_id = ? AND state NOT IN ('active', 'failed', 'rolled_back')").all(deviceId) as Row[]).map(toAction);
+  }
+
   /**
    * Whether the orchestrator ever assigned this bundle to this device. Access to bundle bytes
    * is decided by this record of ours, never by what a device reports about itself.
