@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createConnection } from 'node:net';
 import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
@@ -202,6 +203,13 @@ test('MQTT: hostile payloads on a device\'s own topics get a notice with a reaso
   } finally {
     c.end(true);
   }
+  // An unauthenticated client announcing a 200 MB CONNECT is cut off at the fixed header.
+  const raw = createConnection({ host: '127.0.0.1', port: orch.mqttPort });
+  await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+  const cut = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  raw.write(Buffer.from([0x10, 0x80, 0x80, 0x80, 0x64, 0x00, 0x04]));
+  await cut;
+  await until('refusal logged', async () => orch.proc.stderr().includes('mqtt connection dropped: packet of 209715200 bytes'), 5000);
   // Still serving.
   assert.equal((await orch.api('GET', '/v1/health')).status, 200);
   assert.equal(orch.proc.child.exitCode, null);

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import { guardSocket } from './packet-size-guard.js';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import { checkDeviceCredential, isValidDeviceId } from '@edgepack/protocol';
 import { canPublish, canSubscribe } from '../core/mqtt-acl.js';
@@ -11,6 +12,10 @@ export interface Broker {
   port: number;
   close(): Promise<void>;
 }
+
+/** Devices send small JSON reports; nothing legitimate comes near this. */
+const MAX_INBOUND_PACKET_BYTES = 4 * 1024 * 1024;
+const MAX_CONNECTIONS = 10_000;
 
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -69,7 +74,14 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
   aedes.on('clientError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'mqtt client error'));
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
 
-  const server = createServer(aedes.handle);
+  const server = createServer((socket) => {
+    socket.setNoDelay(true);
+    aedes.handle(guardSocket(socket, MAX_INBOUND_PACKET_BYTES, (reason) => {
+      log.warn({ remote: socket.remoteAddress }, `mqtt connection dropped: ${reason}`);
+    }));
+  });
+  // Bounds the sockets an unauthenticated crowd can hold open at once.
+  server.maxConnections = MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve(); });
