@@ -50,21 +50,37 @@ export class BlobStore {
     let size = 0;
     let failure: Error | undefined;
     let drained = 0;
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      if (!failure) failure = writeError;
-      if (failure) {
-        drained += chunk.length;
-        if (drained > DRAIN_LIMIT) { source.destroy(); break; }
-        continue;
+    const waitDrain = () => new Promise<void>((resolve) => {
+      const done = () => { out.off('drain', done); out.off('error', done); resolve(); };
+      out.on('drain', done);
+      out.on('error', done);
+    });
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        if (!failure) failure = writeError;
+        if (failure) {
+          drained += chunk.length;
+          if (drained > DRAIN_LIMIT) { source.destroy(); break; }
+          continue;
+        }
+        size += chunk.length;
+        if (size > maxBytes) { failure = new BlobTooLargeError(maxBytes); continue; }
+        hash.update(chunk);
+        if (!out.write(chunk)) await waitDrain();
       }
-      size += chunk.length;
-      if (size > maxBytes) { failure = new BlobTooLargeError(maxBytes); continue; }
-      hash.update(chunk);
-      if (!out.write(chunk)) await new Promise<void>((resolve) => { out.once('drain', resolve); out.once('error', () => resolve()); });
+    } catch (err) {
+      // The client went away mid-upload: nothing of it may stay behind.
+      failure ??= err as Error;
+    } finally {
+      await new Promise<void>((resolve) => {
+        if (out.destroyed || out.writableFinished) return resolve();
+        out.once('error', () => resolve());
+        out.end(() => resolve());
+      });
     }
-    await new Promise<void>((resolve) => { if (out.destroyed || out.writableFinished) resolve(); else out.end(() => resolve()); out.once('error', () => resolve()); });
     failure ??= writeError;
     if (failure) {
+      out.destroy();
       await rm(tempPath, { force: true });
       throw failure;
     }

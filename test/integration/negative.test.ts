@@ -132,6 +132,20 @@ test('a malformed upload gets 400 with a reason, and nothing is stored', async (
   assert.equal((await orch.api('GET', '/v1/models')).body.models.filter((m: any) => m.name === 'junk').length, 0);
 });
 
+test('an upload abandoned half-way leaves no temp file behind', async () => {
+  const { request } = await import('node:http');
+  const req = request(`${orch.url}/v1/models?name=abandoned&version=1`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${orch.adminToken}`, 'content-type': 'application/octet-stream', 'content-length': String(4 << 20) },
+  });
+  req.on('error', () => undefined);
+  req.write(Buffer.alloc(256 * 1024, 1));
+  await until('part of the upload on disk', async () => (await readdir(join(orch.dataDir, 'blobs', 'tmp'))).length > 0, 5000);
+  req.destroy();
+  await until('temp file removed', async () => (await readdir(join(orch.dataDir, 'blobs', 'tmp'))).length === 0, 5000);
+  assert.equal((await orch.api('GET', '/v1/health')).status, 200);
+});
+
 /** Enrolls a second device by hand, with a keypair this test holds, to act as the attacker. */
 async function enrollIntruder(): Promise<{ id: string; secretKey: string }> {
   const keys = generateKeyPair();
