@@ -79,7 +79,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
       closed = true;
       await cron.stop();
       await app.close();
-      await builds.idle();
+      await builds.close();
       await broker.close();
       db.close();
     },

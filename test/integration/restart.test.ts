@@ -88,3 +88,20 @@ test('after a restart the agent reconnects, does not retry a refused bundle, and
   const next = await release(3);
   assert.equal(next.device.state, 'active');
 });
+
+test('SIGTERM during a build stops its worker instead of waiting; the build is marked failed with a reason', async () => {
+  // A model and calibration set big enough that the build is still running when the signal arrives.
+  const up = await orch.api('POST', '/v1/models?name=slow&version=1', buildTinyMlpModel({ seed: 9, hidden: 2048 }));
+  const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id });
+  const queued = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id });
+  assert.ok(['queued', 'running'].includes((await orch.api('GET', `/v1/builds/${b.body.build.id}`)).body.build.status));
+  await orch.stop();
+  assert.equal(orch.proc.child.exitCode, 0);
+  orch = await startOrchestrator(join(dir.path, 'o'), ports);
+  // The queued build never started; the first was stopped part-way unless it had already finished.
+  const second = (await orch.api('GET', `/v1/builds/${queued.body.build.id}`)).body.build;
+  assert.equal(second.status, 'failed');
+  assert.match(second.error, /shut down during the build|restarted during the build/);
+  const first = (await orch.api('GET', `/v1/builds/${b.body.build.id}`)).body.build;
+  if (first.status !== 'succeeded') assert.match(first.error, /shut down during the build|restarted during the build/);
+});

@@ -25,10 +25,17 @@ function goldenTolerance(o: ArtifactOutcome): number {
   return o.precision === 'fp16' ? 1e-2 : 1e-3;
 }
 
-function runWorker(job: BuildJob, onProgress: (m: Extract<WorkerMessage, { type: 'progress' }>) => void): Promise<ArtifactOutcome[]> {
+function runWorker(job: BuildJob, onProgress: (m: Extract<WorkerMessage, { type: 'progress' }>) => void, signal?: AbortSignal): Promise<ArtifactOutcome[]> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(Object.assign(new Error('the orchestrator is shutting down'), { code: 'BUILD_INTERRUPTED' }));
     const worker = new Worker(new URL('./build-worker.js', import.meta.url), { workerData: job });
     let settled = false;
+    signal?.addEventListener('abort', () => {
+      if (settled) return;
+      settled = true;
+      void worker.terminate();
+      reject(Object.assign(new Error('the orchestrator shut down during the build; start it again'), { code: 'BUILD_INTERRUPTED' }));
+    }, { once: true });
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'progress') onProgress(m);
       else if (m.type === 'done') { settled = true; resolve(m.outcomes); void worker.terminate(); }
@@ -40,7 +47,7 @@ function runWorker(job: BuildJob, onProgress: (m: Extract<WorkerMessage, { type:
 }
 
 /** Runs one build to completion in a worker thread, then signs and records every artifact. Never throws. */
-export async function runBuild(deps: BuildDeps, buildId: string): Promise<void> {
+export async function runBuild(deps: BuildDeps, buildId: string, signal?: AbortSignal): Promise<void> {
   const { store, log } = deps;
   const build = store.getBuild(buildId);
   if (!build) return;
@@ -61,7 +68,7 @@ export async function runBuild(deps: BuildDeps, buildId: string): Promise<void> 
   };
   let outcomes: ArtifactOutcome[];
   try {
-    outcomes = await runWorker(job, (p) => store.setBuildProgress(buildId, { step: p.step, done: p.done, total: p.total }));
+    outcomes = await runWorker(job, (p) => store.setBuildProgress(buildId, { step: p.step, done: p.done, total: p.total }), signal);
   } catch (err) {
     log.warn({ buildId, err: errorMessage(err) }, 'build failed');
     for (const p of build.profiles) store.updateArtifact(buildId, { profile: p, status: 'failed', format: null, precision: null, bundleId: null, sizeBytes: null, reason: errorMessage(err), details: {} });
