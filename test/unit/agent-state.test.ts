@@ -1,0 +1,89 @@
+// state.json under concurrent writes and after corruption, on real files.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadState, saveState, StateStore, type AgentState } from '@edgepack/agent/agent-state.js';
+import { writeFileAtomic } from '@edgepack/agent/durable-file.js';
+import { tempDir } from '../support/processes.js';
+
+function stateWith(seq: number): AgentState {
+  // Sizes differ a lot between writes, so an interleaved write would leave a torn tail.
+  return { lastSeq: seq, deployment: null, queued: null, lastBenchmark: null, recent: [], padding: 'x'.repeat((seq * 7919) % 20_000) } as AgentState;
+}
+
+test('concurrent atomic writes to one file all succeed and leave one whole version', async () => {
+  const dir = await tempDir('agent-state');
+  try {
+    const file = join(dir.path, 'state.json');
+    const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => writeFileAtomic(file, JSON.stringify(stateWith(i + 1)))));
+    assert.deepEqual(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), []);
+    const parsed = JSON.parse(await readFile(file, 'utf8')) as AgentState & { padding: string };
+    assert.equal(parsed.padding, (stateWith(parsed.lastSeq) as unknown as { padding: string }).padding);
+    assert.deepEqual((await readdir(dir.path)).filter((f) => f !== 'state.json'), [], 'no temp files left behind');
+  } finally {
+    await dir.remove();
+  }
+});
+
+test('saves through the StateStore are applied in call order: the last one wins, and the file always parses', async () => {
+  const dir = await tempDir('agent-state');
+  try {
+    const store = new StateStore(dir.path);
+    const state = stateWith(1);
+    const saves: Promise<void>[] = [];
+    let readsOk = 0;
+    for (let i = 1; i <= 80; i++) {
+      state.lastSeq = i;
+      (state as unknown as { padding: string }).padding = (stateWith(i) as unknown as { padding: string }).padding;
+      saves.push(store.save(state)); // the same object, mutated between calls, as the agent does
+      if (i % 10 === 0) {
+        const text = await readFile(join(dir.path, 'state.json'), 'utf8').catch(() => null);
+        if (text !== null) { JSON.parse(text); readsOk++; }
+      }
+    }
+    await Promise.all(saves);
+    assert.ok(readsOk > 0);
+    const loaded = await loadState(dir.path);
+    assert.equal(loaded.lastSeq, 80);
+  } finally {
+    await dir.remove();
+  }
+});
+
+test('a garbage state.json is moved aside and loading starts from an empty state', async () => {
+  const dir = await tempDir('agent-state');
+  try {
+    await writeFile(join(dir.path, 'state.json'), '{"lastSeq": 12, "deployment": {"rolloutId": "r", "se');
+    const logged: string[] = [];
+    const log = { error: (_o: object, m?: string) => { logged.push(m ?? ''); }, warn() {}, info() {}, debug() {} };
+    const s = await loadState(dir.path, log);
+    assert.equal(s.lastSeq, 0);
+    assert.equal(s.deployment, null);
+    assert.equal(s.queued, null);
+    const files = await readdir(dir.path);
+    assert.ok(!files.includes('state.json'));
+    const aside = files.filter((f) => f.startsWith('state.json.corrupt-'));
+    assert.equal(aside.length, 1, files.join(', '));
+    assert.match(await readFile(join(dir.path, aside[0]!), 'utf8'), /"lastSeq": 12/);
+    assert.equal(logged.length, 1);
+    // The next save works as on a fresh device.
+    await saveState(dir.path, { ...s, lastSeq: 3 });
+    assert.equal((await loadState(dir.path)).lastSeq, 3);
+  } finally {
+    await dir.remove();
+  }
+});
+
+test('valid JSON of the wrong shape, and a state.json that is not a file, are treated the same way', async () => {
+  const dir = await tempDir('agent-state');
+  try {
+    await writeFile(join(dir.path, 'state.json'), '[1,2,3]');
+    assert.equal((await loadState(dir.path)).lastSeq, 0);
+    await mkdir(join(dir.path, 'state.json')); // EISDIR on read
+    assert.equal((await loadState(dir.path)).lastSeq, 0);
+    assert.equal((await readdir(dir.path)).filter((f) => f.startsWith('state.json.corrupt-')).length, 2);
+  } finally {
+    await dir.remove();
+  }
+});
