@@ -93,8 +93,9 @@ test('agent: a bundle that does not fit on the device fails with DISK_FULL; the 
         return g.body.rollout.status !== 'running' && g.body.rollout.devices[0];
       }, 60_000);
     };
-    // 1.6 MB downloads into 2.5 MB, but the install's copy does not fit beside it.
-    const big = await deploy('big', 512);
+    // Too big for 2.5 MB: an fp32 artifact (6.4 MB) fails while downloading, an int8 one
+    // (1.6 MB) while the install copies it beside the download. Either way: DISK_FULL.
+    const big = await deploy('big', 2048);
     assert.equal(big.state, 'failed', JSON.stringify(big));
     assert.equal(big.code, 'DISK_FULL');
     assert.match(big.reason, /no space left/);

@@ -44,7 +44,9 @@ async function buildFor(bytes: Uint8Array, extra: object = {}): Promise<{ buildI
     const r = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
     return r.body.build.status === 'succeeded' && r.body.build;
   });
-  return { buildId: build.id, bundleId: build.artifacts[0].bundleId, modelSha: up.body.model.sha256 };
+  // The bundle's model file: the upload itself for fp32, a new blob for a quantized variant.
+  const manifest = (await orch.api('GET', `/v1/bundles/${build.artifacts[0].bundleId}`)).body.bundle.manifest;
+  return { buildId: build.id, bundleId: build.artifacts[0].bundleId, modelSha: manifest.files.find((f: any) => f.role === 'model').sha256 };
 }
 
 async function rollOut(buildId: string): Promise<{ rolloutId: string; device: any }> {

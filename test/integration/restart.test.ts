@@ -46,7 +46,8 @@ async function release(seed: number, tamper = false): Promise<{ rolloutId: strin
   });
   let restore: (() => Promise<void>) | undefined;
   if (tamper) {
-    const blob = join(orch.dataDir, 'blobs', up.body.model.sha256);
+    const manifest = (await orch.api('GET', `/v1/bundles/${build.artifacts[0].bundleId}`)).body.bundle.manifest;
+    const blob = join(orch.dataDir, 'blobs', manifest.files.find((f: any) => f.role === 'model').sha256);
     const original = await readFile(blob);
     const evil = Buffer.from(original);
     evil[evil.length - 1] ^= 1;
