@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
   DesiredStateSchema, DeviceTopic, NoticeSchema, PROTOCOL_VERSION, Validator, createChunkDecoder, createDeviceCredential,
-  createManifestVerifier, deviceTopic, errorCode, errorMessage, verifyFileIntegrity,
+  createManifestVerifier, deviceTopic, errorCode, errorMessage, verifyDesiredSignature, verifyFileIntegrity,
   type BenchmarkResult, type DesiredState, type Heartbeat, type StatusReport,
 } from '@edgepack/protocol';
-import { loadState, saveState, type AgentState, type Deployment } from './agent-state.js';
+import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
 import { BundleSlots, sha256File } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
@@ -22,11 +22,16 @@ export interface AgentOptions {
   benchmarkTimeoutMs?: number;
   /** Overrides the manifest's run counts (e.g. for quick demos). */
   benchmarkRuns?: number;
-  /** A transfer that makes no progress for this long is asked again. */
+  /** A transfer that makes no progress for this long is asked again (default 10 s). */
   stallMs?: number;
+  /** Re-asks in a row without a chunk before the download fails with DOWNLOAD_STALLED (default 6). */
+  maxStallAsks?: number;
   /** Test-only fault injection; see `fault()`. */
   faults?: string[];
 }
+
+/** Refusals that end the transfer they concern; see the notice handling in onMessage. */
+const FATAL_NOTICES = ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'];
 
 class StepError extends Error {
   constructor(readonly code: string, message: string, readonly result?: BenchmarkResult) { super(message); }
@@ -46,6 +51,11 @@ export class Agent {
   private readonly decodeChunk = createChunkDecoder();
   private download?: ChunkDownload;
   private running?: Promise<void>;
+  /** Set to stop the current download because a newer desired state replaces it. */
+  private cancelDownload?: StepError;
+  /** Desired states, and starting queued deployments, are handled strictly one at a time on this chain. */
+  private control: Promise<void> = Promise.resolve();
+  private readonly store: StateStore;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
   private backoffMs = 1000;
@@ -53,24 +63,33 @@ export class Agent {
 
   constructor(private readonly o: AgentOptions) {
     this.slots = new BundleSlots(o.dataDir);
+    this.store = new StateStore(o.dataDir);
   }
+
+  private get stallMs(): number { return this.o.stallMs ?? 10_000; }
 
   private get id(): Identity { return this.o.identity; }
   private topic(kind: Parameters<typeof deviceTopic>[1]): string { return deviceTopic(this.id.deviceId, kind); }
 
   async start(): Promise<void> {
-    this.state = await loadState(this.o.dataDir);
+    this.state = await loadState(this.o.dataDir, this.o.log);
     this.activeBundleId = (await this.slots.readActive())?.bundleId ?? null;
-    this.connect();
-    this.timers.push(setInterval(() => this.heartbeat(), this.id.heartbeatSec * 1000));
-    this.timers.push(setInterval(() => this.watchTransfer(), Math.max(1000, (this.o.stallMs ?? 10_000) / 2)));
     const d = this.state.deployment;
     if (d && !isTerminal(d.phase)) {
+      // A queued desired state, if any, starts when this one is over (see kick).
       this.o.log.info({ bundleId: d.bundle.manifest.bundleId, phase: d.phase }, 'resuming deployment after restart');
       this.kick();
     } else {
       await this.slots.collectGarbage();
+      // Its seq is already in lastSeq, so its redelivery would be ignored: start it from here.
+      if (this.state.queued) {
+        this.o.log.info({ rolloutId: this.state.queued.rolloutId }, 'starting the deployment queued before the restart');
+        void this.serially('queued deployment', () => this.startQueued());
+      }
     }
+    this.connect();
+    this.timers.push(setInterval(() => this.heartbeat(), this.id.heartbeatSec * 1000));
+    this.timers.push(setInterval(() => this.watchTransfer(), Math.max(50, Math.min(5000, this.stallMs / 2))));
   }
 
   async stop(): Promise<void> {
@@ -108,8 +127,10 @@ export class Agent {
       });
       this.publish(DeviceTopic.presence, { v: PROTOCOL_VERSION, online: true });
       this.heartbeat();
+      // The orchestrator may have missed these while we were away; it ignores repeats.
       const d = this.state.deployment;
-      if (d) this.report(d); // the orchestrator may have missed it while we were away
+      for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
+      if (d) this.report(d);
       this.download?.ask();
     });
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
@@ -145,14 +166,19 @@ export class Agent {
   private onMessage(topic: string, payload: Buffer): void {
     try {
       if (topic === this.topic(DeviceTopic.chunk)) return this.onChunk(payload);
-      if (topic === this.topic(DeviceTopic.desired)) return void this.onDesired(payload).catch((err) => this.o.log.error({ err: errorMessage(err) }, 'desired state handling failed'));
+      // One at a time: after a reconnect a persistent-session redelivery and the retained
+      // message arrive together, and each must see the state the previous one left.
+      if (topic === this.topic(DeviceTopic.desired)) return void this.serially('desired state handling', () => this.onDesired(payload));
       if (topic === this.topic(DeviceTopic.notice)) {
         const n = this.noticeValidator.parse(payload);
         if (!n.ok) return this.o.log.warn({ reason: n.reason }, 'invalid notice');
-        this.o.log.warn({ code: n.value.code, topic: n.value.topic }, `orchestrator notice: ${n.value.message}`);
-        if (this.download && ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'].includes(n.value.code)) {
-          this.download.fail(new StepError(n.value.code, n.value.message));
-        }
+        const { code, message, bundleId } = n.value;
+        this.o.log.warn({ code, topic: n.value.topic, bundleId }, `orchestrator notice: ${message}`);
+        const dl = this.download;
+        // A notice naming a bundle only concerns that bundle's transfer; a late one about an
+        // earlier bundle must not fail the current one. Unnamed notices: refusal codes only.
+        if (!dl || (bundleId !== undefined && bundleId !== dl.bundleId)) return;
+        if (FATAL_NOTICES.includes(code) || (code === 'INTERNAL_ERROR' && bundleId === dl.bundleId)) dl.fail(new StepError(code, message));
       }
     } catch (err) {
       // Nothing a broker delivers may take the agent down.
@@ -176,11 +202,22 @@ export class Agent {
 
   private activeBundleId: string | null = null;
 
+  /** Re-asks a transfer that made no progress; gives up after `maxStallAsks` re-asks in a row brought nothing. */
   private watchTransfer(): void {
-    if (this.download && this.download.stalledFor() > (this.o.stallMs ?? 10_000) && this.client?.connected) {
-      this.o.log.info({ file: this.download.file.path }, 'transfer stalled; asking again');
-      this.download.ask();
+    const dl = this.download;
+    if (!dl || !this.client?.connected || dl.stalledFor() <= this.stallMs) return;
+    const maxAsks = this.o.maxStallAsks ?? 6;
+    if (dl.reask(maxAsks)) {
+      this.o.log.info({ file: dl.file.path, reask: dl.reasks, of: maxAsks }, 'transfer stalled; asking again');
+    } else {
+      dl.fail(new StepError('DOWNLOAD_STALLED', `no data for ${dl.file.path} of bundle ${dl.bundleId} after ${maxAsks} requests ${this.stallMs} ms apart`));
     }
+  }
+
+  /** Runs `fn` after everything already on the control chain; a failure is logged and does not break the chain. */
+  private serially(what: string, fn: () => Promise<void>): Promise<void> {
+    this.control = this.control.then(fn).catch((err) => this.o.log.error({ err: errorMessage(err) }, `${what} failed`));
+    return this.control;
   }
 
   // ---------------------------------------------------------------- desired state
@@ -191,20 +228,66 @@ export class Agent {
     if (!parsed.ok) return this.o.log.warn({ code: parsed.code }, `desired state refused: ${parsed.reason}`);
     const desired = parsed.value;
     if (desired.deviceId !== this.id.deviceId) return this.o.log.warn({ deviceId: desired.deviceId }, 'desired state for another device ignored');
-    if (desired.seq <= this.state.lastSeq) {
-      // A redelivery (retained on reconnect, or QoS 1 duplicate): just repeat where we are.
-      const d = this.state.deployment;
-      if (d && d.rolloutId === desired.rolloutId) this.report(d);
-      return;
+    // Before anything else, and before its seq counts: whoever can publish on the topic could
+    // otherwise replay an old bundle or send a huge seq and lock the device out of updates.
+    if (!verifyDesiredSignature(desired, this.id.orchestratorPublicKey)) {
+      return this.o.log.warn({ seq: desired.seq, rolloutId: desired.rolloutId, code: 'DESIRED_SIGNATURE_INVALID' },
+        'desired state ignored: its envelope signature does not verify against the orchestrator key');
     }
+    if (desired.seq <= this.state.lastSeq) return this.onOldDesired(desired);
     this.state.lastSeq = desired.seq;
-    if (this.running) {
-      this.state.queued = desired;
-      await this.persist();
-      this.o.log.info({ rolloutId: desired.rolloutId }, 'deployment queued behind the running one');
+    const replaced = this.state.queued;
+    this.state.queued = desired;
+    if (replaced) this.supersede(replaced, desired);
+    const d = this.state.deployment;
+    if (!this.running && !this.stopped) {
+      await this.startQueued(); // persists lastSeq along with the new deployment
       return;
     }
-    await this.begin(desired);
+    await this.persist();
+    if (!this.running) return; // stopping: the queued one starts after the restart
+    if (d && d.phase === 'downloading') {
+      // The orchestrator serves only a device's latest bundle, and nothing of this one is
+      // installed yet: stop it (reported as SUPERSEDED) and let the newer one start.
+      this.cancelDownload = new StepError('SUPERSEDED', `replaced by rollout ${desired.rolloutId} (seq ${desired.seq}) before it was downloaded`);
+      this.download?.fail(this.cancelDownload);
+      this.o.log.info({ rolloutId: desired.rolloutId, superseded: d.rolloutId }, 'newer desired state replaces the download in progress');
+    } else {
+      this.o.log.info({ rolloutId: desired.rolloutId }, 'deployment queued behind the running one');
+    }
+  }
+
+  /** A desired state at or below lastSeq: a redelivery to repeat an answer to, or an older one that will never run. */
+  private async onOldDesired(desired: DesiredState): Promise<void> {
+    const d = this.state.deployment;
+    if (d?.rolloutId === desired.rolloutId) return this.report(d);
+    if (this.state.queued?.rolloutId === desired.rolloutId) return; // waits its turn
+    const known = this.state.recent.find((r) => r.rolloutId === desired.rolloutId);
+    if (known) return this.report(known);
+    // E.g. redelivered after a newer one (persistent session plus retained message): answer
+    // it, or its rollout would wait for this device forever.
+    this.supersede(desired, null);
+    await this.persist();
+  }
+
+  /** Records and reports `old` as failed with SUPERSEDED: a newer desired state replaced it before it started. */
+  private supersede(old: DesiredState, by: DesiredState | null): void {
+    const reason = by ? `replaced by rollout ${by.rolloutId} (seq ${by.seq}) before it started` : `a newer desired state (seq ${this.state.lastSeq}) was already handled`;
+    const d: Deployment = { rolloutId: old.rolloutId, seq: old.seq, bundle: old.bundle, phase: 'failed', code: 'SUPERSEDED', reason, hadPrevious: false, updatedAt: new Date().toISOString() };
+    this.remember(d);
+    this.report(d);
+    this.o.log.info({ rolloutId: old.rolloutId, seq: old.seq }, `desired state superseded: ${reason}`);
+  }
+
+  private remember(d: Deployment): void {
+    this.state.recent = [d, ...this.state.recent.filter((r) => r.rolloutId !== d.rolloutId)].slice(0, RECENT_LIMIT);
+  }
+
+  /** Starts the queued desired state unless a deployment is running; only ever called on the control chain. */
+  private async startQueued(): Promise<void> {
+    const q = this.state.queued;
+    if (!q || this.running || this.stopped) return;
+    await this.begin(q);
   }
 
   private async begin(desired: DesiredState): Promise<void> {
@@ -212,6 +295,7 @@ export class Agent {
     const active = await this.slots.readActive();
     this.activeBundleId = active?.bundleId ?? null;
     const d: Deployment = { rolloutId: desired.rolloutId, seq: desired.seq, bundle: desired.bundle, phase: 'downloading', hadPrevious: !!active, updatedAt: new Date().toISOString() };
+    if (this.state.deployment && this.state.deployment.rolloutId !== d.rolloutId) this.remember(this.state.deployment);
     this.state.queued = null;
     // Refuse a bundle we can never trust before fetching a byte of it.
     try {
@@ -239,19 +323,19 @@ export class Agent {
   /** Drives the current deployment to a terminal phase, then starts any queued one. */
   private kick(): void {
     if (this.running) return;
+    this.cancelDownload = undefined;
     this.running = (async () => {
-      try {
-        while (this.state.deployment && !isTerminal(this.state.deployment.phase) && !this.stopped) await this.step(this.state.deployment);
-      } finally {
-        this.running = undefined;
-      }
+      while (this.state.deployment && !isTerminal(this.state.deployment.phase) && !this.stopped) await this.step(this.state.deployment);
       if (this.stopped) return;
       await this.slots.collectGarbage().catch(() => undefined);
       // Downloads only feed an install; once the deployment is over they are dead weight.
       await rm(join(this.o.dataDir, 'downloads'), { recursive: true, force: true }).catch(() => undefined);
-      const q = this.state.queued;
-      if (q) await this.begin(q);
-    })().catch((err) => this.o.log.error({ err: errorMessage(err) }, 'deployment loop crashed'));
+    })().catch((err) => this.o.log.error({ err: errorMessage(err) }, 'deployment loop crashed')).finally(() => {
+      this.running = undefined;
+      this.cancelDownload = undefined;
+      // On the control chain, so it cannot interleave with a desired state being handled.
+      if (!this.stopped) void this.serially('queued deployment', () => this.startQueued());
+    });
   }
 
   private async transition(d: Deployment, event: UpdateEvent, extra: Partial<Deployment> = {}): Promise<void> {
@@ -277,9 +361,11 @@ export class Agent {
       switch (d.phase) {
         case 'downloading':
           for (const file of manifest.files) {
-            this.download = new ChunkDownload(manifest.bundleId, file, downloads, (index, count) =>
+            if (this.cancelDownload) throw this.cancelDownload;
+            const dl = new ChunkDownload(manifest.bundleId, file, downloads, (index, count) =>
               this.publish(DeviceTopic.chunkRequest, { v: PROTOCOL_VERSION, bundleId: manifest.bundleId, sha256: file.sha256, index, count }));
-            try { await this.download.run(); } finally { this.download = undefined; }
+            this.download = dl;
+            try { await dl.run(); } finally { if (this.download === dl) this.download = undefined; }
           }
           return this.transition(d, 'downloaded');
         case 'verifying':
@@ -295,12 +381,17 @@ export class Agent {
           return this.transition(d, 'accepted', { result });
         }
         case 'committing':
-          await this.slots.activate({ bundleId: manifest.bundleId, manifest, activatedAt: new Date().toISOString() });
+          await this.slots.activate({ bundleId: manifest.bundleId, manifest, activatedAt: new Date().toISOString() }, () => this.fault('fail-after-activate'));
           this.activeBundleId = manifest.bundleId;
           return this.transition(d, 'committed');
-        case 'rolling_back':
+        case 'rolling_back': {
+          // A commit can fail after active.json already names the new bundle: put the previous
+          // one back first, or the device would report rolled_back while running the new one.
+          const active = await this.slots.revertActivation(manifest.bundleId, d.hadPrevious);
+          this.activeBundleId = active?.bundleId ?? null;
           await this.slots.discard(manifest.bundleId);
           return this.transition(d, 'rolled_back');
+        }
         default:
           return;
       }
@@ -346,15 +437,22 @@ export class Agent {
     this.publish(DeviceTopic.status, r);
   }
 
+  /** Every state write goes through the one StateStore queue, in call order. */
   private persist(): Promise<void> {
-    return saveState(this.o.dataDir, this.state);
+    return this.store.save(this.state);
   }
 
-  /** Test-only fault injection: the agent SIGKILLs itself at a named point, like a power cut. */
+  /**
+   * Test-only fault injection. `kill-*` points: the agent SIGKILLs itself, like a power cut.
+   * `fail-*` points: the step in progress throws, like an I/O error.
+   */
   private fault(point: string): void {
-    if (this.o.faults?.includes(point)) {
-      this.o.log.warn({ point }, 'fault injection: killing this process');
-      process.kill(process.pid, 'SIGKILL');
+    if (!this.o.faults?.includes(point)) return;
+    if (point.startsWith('fail-')) {
+      this.o.log.warn({ point }, 'fault injection: failing this step');
+      throw new StepError('FAULT_INJECTED', `injected fault at ${point}`);
     }
+    this.o.log.warn({ point }, 'fault injection: killing this process');
+    process.kill(process.pid, 'SIGKILL');
   }
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { verifyFileIntegrity, type Manifest } from '@edgepack/protocol';
+import { EdgepackError, verifyFileIntegrity, type Manifest } from '@edgepack/protocol';
 import { fsyncDir, writeFileAtomic } from './durable-file.js';
 
 export interface ActiveRecord {
@@ -72,11 +72,34 @@ export class BundleSlots {
   }
 
   /** Makes `next` active and remembers the one it replaces. previous.json is written first, so a crash in between loses nothing. */
-  async activate(next: ActiveRecord): Promise<void> {
+  async activate(next: ActiveRecord, afterActiveWritten: () => void = () => undefined): Promise<void> {
     const current = await this.readActive();
     if (current?.bundleId === next.bundleId) return;
     if (current) await writeFileAtomic(join(this.dataDir, 'previous.json'), JSON.stringify(current));
     await writeFileAtomic(join(this.dataDir, 'active.json'), JSON.stringify(next));
+    afterActiveWritten();
+  }
+
+  /**
+   * Undoes an activation of `bundleId` that may have got as far as active.json before failing:
+   * if it is the active bundle, previous.json goes back into place, or on a first install
+   * (`hadPrevious` false) active.json is removed. Returns what is active afterwards.
+   */
+  async revertActivation(bundleId: string, hadPrevious: boolean): Promise<ActiveRecord | null> {
+    const active = await this.readActive();
+    if (active?.bundleId !== bundleId) return active;
+    const activeFile = join(this.dataDir, 'active.json');
+    if (!hadPrevious) {
+      await rm(activeFile, { force: true });
+      await fsyncDir(this.dataDir);
+      return null;
+    }
+    const previous = await this.readPrevious();
+    if (!previous || previous.bundleId === bundleId) {
+      throw new EdgepackError('ROLLBACK_IMPOSSIBLE', `bundle ${bundleId} is active and there is no previous bundle to restore`);
+    }
+    await writeFileAtomic(activeFile, JSON.stringify({ ...previous, activatedAt: new Date().toISOString() }));
+    return previous;
   }
 
   /** Removes a bundle that failed acceptance; the active pointer never moved to it. */

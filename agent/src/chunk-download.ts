@@ -16,6 +16,8 @@ export class ChunkDownload {
   private inFlightUntil = 0;
   private done?: { resolve: () => void; reject: (e: Error) => void };
   private lastProgress = Date.now();
+  /** Re-asks since a chunk last arrived; see `reask`. */
+  private asksWithoutProgress = 0;
   private queue: Promise<void> = Promise.resolve();
 
   constructor(
@@ -70,6 +72,21 @@ export class ChunkDownload {
     this.request(this.next, count);
   }
 
+  /**
+   * Asks again after a stall; returns false instead once `maxAsks` re-asks in a row brought no
+   * chunk, so the caller can give up rather than ask forever.
+   */
+  reask(maxAsks: number): boolean {
+    if (this.asksWithoutProgress >= maxAsks) return false;
+    this.asksWithoutProgress++;
+    this.ask();
+    return true;
+  }
+
+  get reasks(): number {
+    return this.asksWithoutProgress;
+  }
+
   stalledFor(): number {
     return Date.now() - this.lastProgress;
   }
@@ -93,6 +110,7 @@ export class ChunkDownload {
     if (header.index < this.next || this.early.has(header.index)) return;
     this.early.set(header.index, bytes);
     this.lastProgress = Date.now();
+    this.asksWithoutProgress = 0;
     const fh = await open(this.partPath, 'a');
     try {
       while (this.early.has(this.next)) {
