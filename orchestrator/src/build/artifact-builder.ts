@@ -177,7 +177,8 @@ async function produceOnnx(c: Candidate, original: Uint8Array, proto: ModelProto
     // kernels take it as well, so one choice serves every ONNX profile.
     ...(c.precision === 'int8-static' ? { activationType: 'uint8' as const } : {}),
   });
-  const e = await evaluateModels(original, bytes, evalData, { ...(labels ? { labels } : {}), latencyRuns: 30 });
+  // 100 interleaved runs: the ratio decides selection, and small models sit near 1.0.
+  const e = await evaluateModels(original, bytes, evalData, { ...(labels ? { labels } : {}), latencyRuns: 100 });
   return {
     bytes, io, layout: 'NCHW', report,
     metrics: {
