@@ -1,7 +1,8 @@
 import { EdgepackError, PROTOCOL_VERSION, signDesired, type DesiredState, type StatusReport } from '@edgepack/protocol';
 import { applyStatusReport, closeAction, rolloutStatus } from './core/action-transition.js';
 import { planRollout } from './core/rollout-plan.js';
-import type { RolloutRecord, RolloutTarget, Store } from './db/store.js';
+import type { Store } from './db/store.js';
+import type { RolloutRecord, RolloutTarget } from './records.js';
 import { newId } from './ids.js';
 import type { Logger } from './logger.js';
 

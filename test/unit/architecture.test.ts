@@ -55,3 +55,26 @@ test('protocol/ depends on neither side', async () => {
   const imported = await importedPackages('protocol');
   for (const name of imported.keys()) assert.ok(!name.startsWith('@edgepack/'), `protocol imports ${name}`);
 });
+
+/** Relative imports of one source file, resolved against the repository (`.js` specifiers name `.ts` sources). */
+async function relativeImports(file: string): Promise<string[]> {
+  const text = await readFile(file, 'utf8');
+  return [...text.matchAll(/(?:from\s+|import\s*\(\s*)['"](\.[^'"]+)['"]/g)].map((m) => join(file, '..', m[1]!.replace(/\.js$/, '.ts')));
+}
+
+test('orchestrator core/ decides over record types and never reaches the database', async () => {
+  const src = join(repoRoot(), 'orchestrator/src');
+  for (const file of await sources(join(src, 'core'))) {
+    for (const target of await relativeImports(file)) {
+      assert.ok(!target.startsWith(join(src, 'db')), `${file} imports ${target}; core/ may use records.ts, never db/`);
+      assert.ok(target.startsWith(join(src, 'core')) || target === join(src, 'records.ts'), `${file} imports ${target}; core/ imports only core/ and records.ts`);
+    }
+  }
+});
+
+test('records.ts is plain data: it imports nothing but wire types from protocol/', async () => {
+  const text = await readFile(join(repoRoot(), 'orchestrator/src/records.ts'), 'utf8');
+  for (const m of text.matchAll(/^\s*import\s+(type\s+)?[^;]*?from\s+['"]([^'"]+)['"]/gm)) {
+    assert.ok(m[1] && m[2] === '@edgepack/protocol', `records.ts imports ${m[0].trim()}; only \`import type … from '@edgepack/protocol'\` is allowed`);
+  }
+});

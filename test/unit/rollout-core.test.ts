@@ -4,7 +4,7 @@ import { DeviceTopic, PROTOCOL_VERSION, deviceTopic, type BenchmarkResult, type 
 import { planRollout } from '@edgepack/orchestrator/core/rollout-plan.js';
 import { applyStatusReport, rolloutStatus } from '@edgepack/orchestrator/core/action-transition.js';
 import { canPublish, canSubscribe } from '@edgepack/orchestrator/core/mqtt-acl.js';
-import type { ActionRecord, ArtifactRecord, DeviceRecord } from '@edgepack/orchestrator/db/store.js';
+import type { ActionRecord, ArtifactRecord, DeviceRecord } from '@edgepack/orchestrator/records.js';
 
 function device(id: string, profile: string, tags: string[] = [], revokedAt: string | null = null): DeviceRecord {
   return {

@@ -1,5 +1,5 @@
 import { TERMINAL_DEVICE_STATES, type DeviceState, type StatusReport } from '@edgepack/protocol';
-import type { ActionRecord, RolloutStatus } from '../db/store.js';
+import type { ActionRecord, RolloutStatus } from '../records.js';
 
 const ORDER: Record<DeviceState, number> = {
   pending: 0, downloading: 1, verifying: 2, installing: 3, benchmarking: 4, active: 5, failed: 5, rolled_back: 5,

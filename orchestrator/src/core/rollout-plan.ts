@@ -1,4 +1,4 @@
-import type { ArtifactRecord, DeviceRecord, RolloutTarget } from '../db/store.js';
+import type { ArtifactRecord, DeviceRecord, RolloutTarget } from '../records.js';
 import { EdgepackError } from '@edgepack/protocol';
 
 /** One device's part in a rollout, decided before anything is sent. */

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { BuildOptions, BuildRecord } from '../../db/store.js';
+import type { BuildOptions, BuildRecord } from '../../records.js';
 import { newId } from '../../ids.js';
 import { requireAdmin, type AppDeps } from '../app.js';
 import { HttpError } from '../errors.js';

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { EnrollRequestSchema, PROTOCOL_VERSION, Validator, type EnrollResponse } from '@edgepack/protocol';
 import { matchProfile } from '../../core/profile-match.js';
-import type { DeviceRecord } from '../../db/store.js';
+import type { DeviceRecord } from '../../records.js';
 import { newId } from '../../ids.js';
 import { requireAdmin, type AppDeps } from '../app.js';
 import { HttpError } from '../errors.js';

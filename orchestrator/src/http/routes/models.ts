@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { examineModel } from '../../build/model-intake.js';
-import type { DatasetKind, DatasetRecord, ModelRecord } from '../../db/store.js';
+import type { DatasetKind, DatasetRecord, ModelRecord } from '../../records.js';
 import { parseNpy } from '../../optimizer/npy.js';
 import { newId } from '../../ids.js';
 import { requireAdmin, type AppDeps } from '../app.js';
