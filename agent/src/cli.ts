@@ -1,24 +1,11 @@
 #!/usr/bin/env node
 import { mkdir, readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
 import { Agent } from './agent.js';
+import { AgentConfigError, agentHelp, parseAgentConfig } from './config.js';
 import { enroll } from './enroll.js';
 import { detectFacts } from './facts.js';
 import { loadIdentity, saveIdentity } from './identity.js';
 import { createLogger } from './logger.js';
-
-const HELP = `usage: edgepack-agent --server URL --enroll TOKEN --data-dir DIR [options]
-
-  --server URL          orchestrator HTTP address, e.g. http://127.0.0.1:8080
-  --enroll TOKEN        single-use enrollment token (needed only the first time)
-  --data-dir DIR        where the identity, state and installed bundles live (default ./agent-data)
-  --profile ID          choose the hardware profile instead of matching it from detected facts
-  --name NAME           display name (default: the device id)
-  --bench-runs N        override the number of timed benchmark runs
-  --log-level LEVEL     error|warn|info|debug (default info)
-
-Once enrolled, the agent restarts from DIR without --enroll.`;
 
 async function agentVersion(): Promise<string> {
   const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -35,46 +22,36 @@ async function onnxruntimeInfo(): Promise<{ version: string | null; providers: s
 }
 
 async function main(argv: string[]): Promise<number> {
-  let values;
+  let config;
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        server: { type: 'string' }, enroll: { type: 'string' }, 'data-dir': { type: 'string' }, profile: { type: 'string' },
-        name: { type: 'string' }, 'bench-runs': { type: 'string' }, 'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-    }));
+    config = parseAgentConfig(argv, process.env);
   } catch (err) {
-    console.error(`edgepack-agent: ${(err as Error).message}\n\n${HELP}`);
+    if (!(err instanceof AgentConfigError)) throw err;
+    console.error(`edgepack-agent: ${err.message}\n\n${agentHelp()}`);
     return 2;
   }
-  if (values.help) { console.log(HELP); return 0; }
-  const dataDir = resolve(values['data-dir'] ?? './agent-data');
-  const log = createLogger(values['log-level'] ?? 'info', 'edgepack-agent');
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  if (config === 'help') { console.log(agentHelp()); return 0; }
   const version = await agentVersion();
+  if (config === 'version') { console.log(version); return 0; }
+  const { dataDir } = config;
+  const log = createLogger(config.logLevel, 'edgepack-agent');
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   let identity = await loadIdentity(dataDir);
   if (identity) {
-    if (values.enroll) log.info({ deviceId: identity.deviceId }, 'already enrolled; ignoring --enroll');
+    if (config.enrollToken) log.info({ deviceId: identity.deviceId }, 'already enrolled; ignoring --enroll');
   } else {
-    if (!values.server || !values.enroll) {
-      console.error(`edgepack-agent: not enrolled yet in ${dataDir}; pass --server and --enroll\n\n${HELP}`);
+    if (!config.server || !config.enrollToken) {
+      console.error(`edgepack-agent: not enrolled yet in ${dataDir}; pass --server and --enroll (or EDGEPACK_AGENT_SERVER and EDGEPACK_AGENT_ENROLL)\n\n${agentHelp()}`);
       return 2;
     }
     const ort = await onnxruntimeInfo();
     const facts = detectFacts({ onnxruntimeVersion: ort.version, executionProviders: ort.providers, agentVersion: version });
-    identity = await enroll({ server: values.server, token: values.enroll, facts, ...(values.name ? { name: values.name } : {}), ...(values.profile ? { profile: values.profile } : {}) });
+    identity = await enroll({ server: config.server, token: config.enrollToken, facts, ...(config.name ? { name: config.name } : {}), ...(config.profile ? { profile: config.profile } : {}) });
     await saveIdentity(dataDir, identity);
     log.info({ deviceId: identity.deviceId, profile: identity.profile }, 'enrolled');
   }
-  const benchRuns = values['bench-runs'] ? Number(values['bench-runs']) : undefined;
-  if (benchRuns !== undefined && (!Number.isInteger(benchRuns) || benchRuns < 1)) {
-    console.error('edgepack-agent: --bench-runs must be a positive integer');
-    return 2;
-  }
+  const benchRuns = config.benchRuns;
   const agent = new Agent({
     dataDir, identity, log, agentVersion: version,
     ...(benchRuns ? { benchmarkRuns: benchRuns } : {}),

@@ -1,4 +1,6 @@
-/** Structured one-line JSON logs on stderr, the same shape as the orchestrator's. */
+import { pino, type DestinationStream } from 'pino';
+
+/** What the agent's modules log through; a pino logger is one, and so is a test's recorder. */
 export interface Logger {
   error(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
@@ -6,13 +8,17 @@ export interface Logger {
   debug(obj: object, msg?: string): void;
 }
 
-const LEVELS = { error: 50, warn: 40, info: 30, debug: 20 } as const;
-
-export function createLogger(level: string, name: string): Logger {
-  const min = LEVELS[level as keyof typeof LEVELS] ?? LEVELS.info;
-  const emit = (lvl: keyof typeof LEVELS) => (obj: object, msg?: string) => {
-    if (LEVELS[lvl] < min) return;
-    process.stderr.write(JSON.stringify({ level: lvl, time: new Date().toISOString(), name, ...obj, ...(msg ? { msg } : {}) }) + '\n');
-  };
-  return { error: emit('error'), warn: emit('warn'), info: emit('info'), debug: emit('debug') };
+/**
+ * The agent's logger: pino, one JSON line per event on stderr (stdout carries only the
+ * machine-readable start line), the same shape and levels as the orchestrator's.
+ */
+export function createLogger(level: string, name: string, destination?: DestinationStream): Logger {
+  return pino({
+    name,
+    level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    // Errors logged as { err } keep their type, message, code and stack.
+    serializers: { err: pino.stdSerializers.err },
+  }, destination ?? pino.destination({ fd: 2, sync: true }));
 }
