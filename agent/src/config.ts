@@ -45,9 +45,9 @@ export class AgentConfigError extends Error {
 
 export function agentHelp(): string {
   const rows = AGENT_OPTIONS.map((o) => {
-    const left = `  --${o.flag} ${o.arg}`.padEnd(22);
+    const left = `  --${o.flag} ${o.arg}`.padEnd(24);
     const right = `${o.help}${o.default ? ` (default ${o.default})` : ''}`;
-    return `${left}${right}\n${' '.repeat(22)}env ${o.env}`;
+    return `${left}${right}\n${' '.repeat(24)}env ${o.env}`;
   });
   return `usage: edgepack-agent --server URL --enroll TOKEN --data-dir DIR [options]
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // `edgepack <command>`: each command lives in src/commands/<name>.ts and exports `run(argv)`.
 // Commands are loaded lazily so `edgepack inspect` does not start a broker or open a database.
+import { readFile } from 'node:fs/promises';
+
 type CommandModule = { run(argv: string[]): Promise<number> };
 
 const commands: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
@@ -13,11 +15,16 @@ const commands: Record<string, { summary: string; load: () => Promise<CommandMod
 
 function usage(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
-  return `usage: edgepack <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'edgepack <command> --help' for a command's options.`;
+  return `usage: edgepack <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'edgepack <command> --help' for a command's options; 'edgepack --version' prints the version.`;
 }
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-v' || name === 'version') {
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    console.log(pkg.version);
+    return 0;
+  }
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     console.log(usage());
     return name ? 0 : 2;

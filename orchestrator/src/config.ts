@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
+import { LOG_LEVELS } from './logger.js';
 
 export interface ServerConfig {
   dataDir: string;
@@ -29,7 +30,7 @@ export const SERVE_HELP = `usage: edgepack serve [options]
   --max-model-mb N      upload size limit in MiB                   (env EDGEPACK_MAX_MODEL_MB, default 512)
   --heartbeat-sec N     device heartbeat interval                  (env EDGEPACK_HEARTBEAT_SEC, default 15)
   --offline-after-sec N silence before a device is marked offline  (env EDGEPACK_OFFLINE_AFTER_SEC, default 3 x heartbeat)
-  --log-level LEVEL     fatal|error|warn|info|debug                (env EDGEPACK_LOG_LEVEL, default info)
+  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent   (env EDGEPACK_LOG_LEVEL, default info)
 `;
 
 export class ConfigError extends Error {
@@ -46,6 +47,11 @@ function positive(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number, got ${JSON.stringify(value)}`);
   return n;
+}
+
+function level(name: string, value: string): string {
+  if (!(LOG_LEVELS as readonly string[]).includes(value)) throw new ConfigError(`${name} must be one of ${LOG_LEVELS.join('|')}, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 /** Flags win over env, env over defaults. Pure: takes argv and env, returns config or throws. */
@@ -75,6 +81,6 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
     offlineAfterSec: positive('--offline-after-sec', pick('offline-after-sec', 'EDGEPACK_OFFLINE_AFTER_SEC', String(heartbeatSec * 3))),
     bundleTtlDays: 30,
     enrollmentTokenTtlSec: 24 * 3600,
-    logLevel: pick('log-level', 'EDGEPACK_LOG_LEVEL', 'info'),
+    logLevel: level('--log-level', pick('log-level', 'EDGEPACK_LOG_LEVEL', 'info')),
   };
 }

@@ -14,7 +14,7 @@ export function startCronJobs(deps: { store: Store; log: Logger; now: () => Date
       const ids = deps.store.markStaleOffline(cutoff);
       if (ids.length) deps.log.info({ devices: ids }, 'marked offline after missed heartbeats');
     } catch (err) {
-      deps.log.error({ err: String(err) }, 'offline sweep failed; retrying on the next tick');
+      deps.log.error({ err }, 'offline sweep failed; retrying on the next tick');
     }
   }, { name: 'offline-sweep', noOverlap: true }));
   return {

@@ -1,21 +1,28 @@
+import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
+
 /**
- * A tiny structured logger with the same call shape as pino (`log.info(obj, msg)`), so a
- * Fastify logger and ours interleave. Writes one JSON line per event to stderr.
+ * The orchestrator's one logger: pino, handed to Fastify as its logger instance, so request
+ * logs (with their request id) and the broker's, builds' and cron's logs are one JSON-lines
+ * stream on stderr. stdout carries only the machine-readable `listening` line.
  */
-export interface Logger {
-  error(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
+export type Logger = PinoLogger;
 
-const LEVELS = { fatal: 60, error: 50, warn: 40, info: 30, debug: 20 } as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-export function createLogger(level: string, name = 'edgepack', write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const min = LEVELS[level as keyof typeof LEVELS] ?? LEVELS.info;
-  const emit = (lvl: keyof typeof LEVELS) => (obj: object, msg?: string) => {
-    if (LEVELS[lvl] < min) return;
-    write(JSON.stringify({ level: lvl, time: new Date().toISOString(), name, ...obj, ...(msg ? { msg } : {}) }) + '\n');
-  };
-  return { error: emit('error'), warn: emit('warn'), info: emit('info'), debug: emit('debug') };
+/**
+ * `authorization` is redacted wherever a request or its headers are logged: the admin token
+ * and device credentials must never reach a log file.
+ */
+export const REDACTED_PATHS = ['req.headers.authorization', 'headers.authorization', 'authorization', 'req.headers.cookie'];
+
+export function createLogger(level: string, destination?: DestinationStream, name = 'edgepack'): Logger {
+  return pino({
+    name,
+    level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    // `err` keeps an error's type, message, code and stack.
+    serializers: { err: pino.stdSerializers.err },
+  }, destination ?? pino.destination({ fd: 2, sync: true }));
 }

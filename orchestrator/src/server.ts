@@ -50,7 +50,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
 
   const app = buildApp({
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey,
-    mqttPort: () => broker.port, rollouts, builds, now,
+    mqttPort: () => broker.port, rollouts, builds, now, logger: log,
     onDeviceRevoked: async (deviceId) => {
       rollouts.onDeviceRevoked(deviceId);
       await gateway.clearDesired(deviceId);
@@ -63,7 +63,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
   const address = app.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
 
-  const republished = await rollouts.republishAll().catch((err) => { log.error({ err: errorMessage(err) }, 'republish failed'); return 0; });
+  const republished = await rollouts.republishAll().catch((err) => { log.error({ err }, 'republish failed'); return 0; });
   const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec });
   log.info({ httpPort, mqttPort: broker.port, dataDir: config.dataDir, republished, profiles: profiles.length }, 'edgepack orchestrator listening');
 

@@ -7,6 +7,8 @@ import { AGENT_CLI, ORCHESTRATOR_CLI } from './paths.js';
 export interface Proc {
   child: ChildProcess;
   stderr: () => string;
+  /** Everything the process wrote to stdout so far. */
+  stdout: () => string;
   /** Resolves with the first stdout JSON line whose `event` matches. */
   event: (name: string, timeoutMs?: number) => Promise<Record<string, unknown>>;
   exited: Promise<number | null>;
@@ -16,11 +18,13 @@ export interface Proc {
 export function startProcess(file: string, args: string[], env: Record<string, string> = {}): Proc {
   const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
+  let all = '';
   let err = '';
   const waiters: { name: string; resolve: (v: Record<string, unknown>) => void }[] = [];
   const seen: Record<string, unknown>[] = [];
   child.stdout!.on('data', (d: Buffer) => {
     out += d.toString();
+    all = (all + d.toString()).slice(-200_000);
     let nl;
     while ((nl = out.indexOf('\n')) >= 0) {
       const line = out.slice(0, nl);
@@ -37,6 +41,7 @@ export function startProcess(file: string, args: string[], env: Record<string, s
   return {
     child,
     stderr: () => err,
+    stdout: () => all,
     exited,
     event: (name, timeoutMs = 20_000) => {
       const hit = seen.find((m) => m.event === name);

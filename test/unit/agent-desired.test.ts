@@ -14,13 +14,14 @@ import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js'
 import type { Store } from '@edgepack/orchestrator/db/store.js';
 import { Agent, type AgentOptions } from '@edgepack/agent/agent.js';
 import type { Logger } from '@edgepack/agent/logger.js';
+import { createLogger } from '@edgepack/orchestrator/logger.js';
 import { tempDir, until } from '../support/processes.js';
 
 const ORCH = generateKeyPair();
 const DEVICE = generateKeyPair();
 const DEVICE_ID = 'dev_agent_desired';
 const PROFILE = 'x86-64-gateway';
-const silent = { error() {}, warn() {}, info() {}, debug() {} };
+const silent = createLogger('silent');
 
 interface Harness {
   agent: Agent;

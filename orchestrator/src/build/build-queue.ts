@@ -17,7 +17,7 @@ export class BuildQueue {
     this.pending++;
     this.chain = this.chain
       .then(() => (this.abort.signal.aborted ? undefined : runBuild(this.deps, buildId, this.abort.signal)))
-      .catch((err) => this.deps.log.error({ buildId, err: String(err) }, 'build crashed'))
+      .catch((err) => this.deps.log.error({ buildId, err }, 'build crashed'))
       .finally(() => { this.pending--; });
   }
 

@@ -71,7 +71,7 @@ export async function runBuild(deps: BuildDeps, buildId: string, signal?: AbortS
   try {
     outcomes = await runWorker(job, (p) => store.setBuildProgress(buildId, { step: p.step, done: p.done, total: p.total }), signal);
   } catch (err) {
-    log.warn({ buildId, err: errorMessage(err) }, 'build failed');
+    log.warn({ buildId, err }, 'build failed');
     for (const p of build.profiles) store.updateArtifact(buildId, { profile: p, status: 'failed', format: null, precision: null, bundleId: null, sizeBytes: null, reason: errorMessage(err), details: {} });
     store.setBuildStatus(buildId, 'failed', errorMessage(err), deps.now().toISOString());
     return;

@@ -1,4 +1,5 @@
 import { ConfigError, SERVE_HELP, parseServeConfig } from '../config.js';
+import { createLogger } from '../logger.js';
 import { startServer } from '../server.js';
 
 export async function run(argv: string[]): Promise<number> {
@@ -13,13 +14,30 @@ export async function run(argv: string[]): Promise<number> {
     console.log(SERVE_HELP);
     return 0;
   }
-  const server = await startServer(config);
+  const log = createLogger(config.logLevel);
+  // Errors that escape every handler are logged once, with their stack. A stray rejection does
+  // not stop the fleet's orchestrator; an uncaught exception may have left state half-changed,
+  // so it exits non-zero and the service manager restarts it.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection'));
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
+  let server;
+  try {
+    server = await startServer(config, { log });
+  } catch (err) {
+    // A port clash or an unreadable data dir: say so and exit, rather than linger half-started.
+    log.fatal({ err }, 'orchestrator failed to start');
+    console.error(`edgepack serve: ${(err as Error).message}`);
+    process.exit(1);
+  }
   // Machine-readable start line: scripts and tests read the ports from it.
   console.log(JSON.stringify({ event: 'listening', httpPort: server.httpPort, mqttPort: server.mqttPort, dataDir: config.dataDir }));
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      console.error(`edgepack: ${signal} received, shutting down`);
-      server.close().then(resolve, (err) => { console.error(err); resolve(); });
+      log.info({ signal }, 'shutting down');
+      server.close().then(resolve, (err) => { log.error({ err }, 'shutdown failed'); resolve(); });
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));

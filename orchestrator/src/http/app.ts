@@ -1,4 +1,4 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { timingSafeEqual, createHash, randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Profile } from '@edgepack/firmware-profiles';
 import { checkDeviceCredential } from '@edgepack/protocol';
@@ -7,6 +7,7 @@ import type { ServerConfig } from '../config.js';
 import type { Store } from '../db/store.js';
 import type { RolloutService } from '../rollout-service.js';
 import type { BuildQueue } from '../build/build-queue.js';
+import { createLogger, type Logger } from '../logger.js';
 import { HttpError, installErrorHandling } from './errors.js';
 import { registerDeviceRoutes } from './routes/devices.js';
 import { registerDatasetRoutes, registerModelRoutes } from './routes/models.js';
@@ -26,7 +27,8 @@ export interface AppDeps {
   builds: BuildQueue;
   onDeviceRevoked: (deviceId: string) => Promise<void>;
   now: () => Date;
-  logger?: boolean | object;
+  /** The orchestrator's logger; Fastify logs through it (a silent one when absent, as in most tests). */
+  logger?: Logger;
 }
 
 export type Caller = { kind: 'admin' } | { kind: 'device'; deviceId: string };
@@ -43,6 +45,9 @@ declare module 'fastify' {
   }
 }
 
+/** What a client may send as its own request id. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
 function sameSecret(a: string, b: string): boolean {
   const ha = createHash('sha256').update(a).digest();
   const hb = createHash('sha256').update(b).digest();
@@ -54,8 +59,25 @@ function sameSecret(a: string, b: string): boolean {
  * adapter decides where it listens.
  */
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: 1 << 20 });
+  const app = Fastify({
+    loggerInstance: deps.logger ?? createLogger('silent'),
+    bodyLimit: 1 << 20,
+    // A caller's own X-Request-Id is kept (so a client or proxy can correlate), if it is a
+    // plain token; otherwise one is made. Every response carries it back in the same header.
+    requestIdHeader: 'x-request-id',
+    requestIdLogLabel: 'reqId',
+    genReqId: () => `req_${randomBytes(8).toString('hex')}`,
+    // One line per request (below) instead of Fastify's two.
+    disableRequestLogging: true,
+  }) as unknown as FastifyInstance;
   installErrorHandling(app);
+  app.addHook('onRequest', async (req, reply) => {
+    if (!REQUEST_ID.test(req.id)) (req as { id: string }).id = `req_${randomBytes(8).toString('hex')}`;
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, url: req.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+  });
 
   // Model uploads arrive as raw bytes; hand the stream itself to the route so it goes straight
   // to the blob store with the size limit enforced as it streams.

@@ -42,8 +42,9 @@ export function installErrorHandling(app: FastifyInstance): void {
       return reply.status(status).send({ error: { code: code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'UNSUPPORTED_MEDIA_TYPE' : code, message: errorMessage(err) } });
     }
     if (code) return reply.status(STATUS_BY_CODE[code] ?? 400).send({ error: { code, message: errorMessage(err) } });
-    req.log.error({ err }, 'unhandled error');
-    return reply.status(500).send({ error: { code: 'INTERNAL_ERROR', message: 'internal error; see the orchestrator log' } });
+    // The one log line for this failure, with the stack; the client gets the request id to quote.
+    req.log.error({ err }, 'unhandled error in a request');
+    return reply.status(500).send({ error: { code: 'INTERNAL_ERROR', message: `internal error; see the orchestrator log for request ${req.id}` } });
   });
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` } }));
 }

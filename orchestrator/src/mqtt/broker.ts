@@ -36,7 +36,7 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
       try {
         device = isValidDeviceId(deviceId) ? store.getDevice(deviceId) : undefined;
       } catch (err) {
-        log.error({ deviceId, err: String(err) }, 'mqtt connect: device lookup failed');
+        log.error({ deviceId, err }, 'mqtt connect: device lookup failed');
         return done(authError('server unavailable', 3), false);
       }
       if (!device || device.revokedAt) {

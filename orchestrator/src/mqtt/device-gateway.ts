@@ -36,7 +36,7 @@ export class DeviceGateway implements DesiredPublisher {
     try {
       fn();
     } catch (err) {
-      this.deps.log.error({ event, err: errorMessage(err) }, 'broker event handler failed');
+      this.deps.log.error({ event, err }, 'broker event handler failed');
     }
   }
 
@@ -101,7 +101,7 @@ export class DeviceGateway implements DesiredPublisher {
           try {
             await this.serveChunks(client.id, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
           } catch (err) {
-            log.error({ deviceId: client.id, bundleId: r.value.bundleId, err: errorMessage(err) }, 'serving chunks failed');
+            log.error({ deviceId: client.id, bundleId: r.value.bundleId, err }, 'serving chunks failed');
             this.notice(client.id, 'INTERNAL_ERROR', `could not read bundle ${r.value.bundleId}: ${errorMessage(err)}`, packet.topic, r.value.bundleId);
           }
           return;
@@ -110,7 +110,7 @@ export class DeviceGateway implements DesiredPublisher {
           return;
       }
     } catch (err) {
-      log.error({ deviceId: client.id, topic: packet.topic, err: errorMessage(err) }, 'device message handler failed');
+      log.error({ deviceId: client.id, topic: packet.topic, err }, 'device message handler failed');
       this.notice(client.id, 'INTERNAL_ERROR', `could not handle message: ${errorMessage(err)}`, packet.topic);
     }
   }
