@@ -1,5 +1,5 @@
 import { timingSafeEqual, createHash, randomBytes } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Profile } from '@edgepack/firmware-profiles';
 import { checkDeviceCredential } from '@edgepack/protocol';
 import type { BlobStore } from '../blob-store.js';
@@ -65,10 +65,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // A caller's own X-Request-Id is kept (so a client or proxy can correlate), if it is a
     // plain token; otherwise one is made. Every response carries it back in the same header.
     requestIdHeader: 'x-request-id',
-    requestIdLogLabel: 'reqId',
     genReqId: () => `req_${randomBytes(8).toString('hex')}`,
-    // One line per request (below) instead of Fastify's two.
-    disableRequestLogging: true,
+    // One line per request (the onResponse hook below) instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
   }) as unknown as FastifyInstance;
   installErrorHandling(app);
   app.addHook('onRequest', async (req, reply) => {
