@@ -24,37 +24,37 @@ export function waveSizes(waves: readonly Pick<WavePlan, 'size'>[], eligible: nu
 }
 
 /**
- * Splits `size` over profiles with `left[p]` devices remaining. When the wave has room for one
- * of each, every profile with devices left gets one; the rest goes in proportion to what each
- * profile has left, by largest remainder (ties to the profile that sorts first), so the mix
- * of every wave follows the mix of the fleet.
+ * Splits `size` over profiles with `left[p]` devices remaining: in proportion to what each has
+ * left, by largest remainder (ties to the profile that sorts first), so the mix of every wave
+ * follows the mix of the fleet. Then, when the wave has room for one of each, a profile that got
+ * none takes one from the profile that got most, so every profile is met in every wave.
  */
 export function shareOverProfiles(size: number, left: ReadonlyMap<string, number>): Map<string, number> {
   const profiles = [...left.keys()].filter((p) => left.get(p)! > 0).sort();
   const out = new Map(profiles.map((p) => [p, 0]));
-  if (size <= 0 || profiles.length === 0) return out;
-  let remaining = size;
-  if (size >= profiles.length) {
-    for (const p of profiles) out.set(p, 1);
-    remaining -= profiles.length;
+  const pool = profiles.reduce((s, p) => s + left.get(p)!, 0);
+  const n = Math.min(size, pool);
+  if (n <= 0) return out;
+  const quotas = profiles.map((p) => ({ p, q: (n * left.get(p)!) / pool }));
+  let given = 0;
+  for (const { p, q } of quotas) {
+    out.set(p, Math.floor(q));
+    given += Math.floor(q);
   }
-  const rest = (p: string) => left.get(p)! - out.get(p)!;
-  const pool = profiles.reduce((s, p) => s + rest(p), 0);
-  if (remaining > 0 && pool > 0) {
-    const quotas = profiles.map((p) => ({ p, q: (remaining * rest(p)) / pool }));
-    let given = 0;
-    for (const { p, q } of quotas) {
-      const f = Math.min(Math.floor(q), rest(p));
-      out.set(p, out.get(p)! + f);
-      given += f;
+  const byRemainder = [...quotas].sort((a, b) => (b.q - Math.floor(b.q)) - (a.q - Math.floor(a.q)) || (a.p < b.p ? -1 : 1));
+  for (const { p } of byRemainder) {
+    if (given >= n) break;
+    if (out.get(p)! < left.get(p)!) {
+      out.set(p, out.get(p)! + 1);
+      given++;
     }
-    const byRemainder = quotas.map(({ p, q }) => ({ p, r: q - Math.floor(q) })).sort((a, b) => b.r - a.r || (a.p < b.p ? -1 : 1));
-    for (let i = 0; given < remaining && i < byRemainder.length * 2; i++) {
-      const { p } = byRemainder[i % byRemainder.length]!;
-      if (rest(p) > 0) {
-        out.set(p, out.get(p)! + 1);
-        given++;
-      }
+  }
+  if (n >= profiles.length) {
+    for (const p of profiles) {
+      if (out.get(p)! > 0) continue;
+      const donor = profiles.reduce((best, q) => (out.get(q)! > out.get(best)! ? q : best), profiles[0]!);
+      out.set(donor, out.get(donor)! - 1);
+      out.set(p, 1);
     }
   }
   return out;
