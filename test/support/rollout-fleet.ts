@@ -105,9 +105,9 @@ export function withMember(s: RolloutSnapshot, id: string, patch: Partial<Rollou
 }
 
 /** decide, then apply: what the executor's database holds afterwards. */
-export function step(plan: RolloutPlan, s: RolloutSnapshot, now: number): { snap: RolloutSnapshot; decisions: Decision[] } {
+export function step(plan: RolloutPlan, s: RolloutSnapshot, now: number): { snap: RolloutSnapshot; decisions: Decision[]; t: number } {
   const decisions = decide(plan, s, new Date(now));
-  return { snap: applyDecisions(s, decisions, now), decisions };
+  return { snap: applyDecisions(s, decisions, now), decisions, t: now };
 }
 
 export function command(plan: RolloutPlan, s: RolloutSnapshot, c: RolloutCommand, now: number): { snap: RolloutSnapshot; decisions: Decision[] } {

@@ -5,15 +5,33 @@
  * heartbeat from one clock, so a heartbeat built before the commit cannot undo the active report
  * that came after it, and a duplicate of an old attempt's failure cannot fail the new attempt.
  *
+ * A device clock that jumps back further than REORDER_WINDOW_MS (a board without a battery-backed
+ * clock booting before NTP) is taken as a reset, not as reordering: messages that far "behind"
+ * are accepted, or the device would look silent until its clock caught up. The cost: a
+ * duplicate older than that is taken as new. StatusReport carries no attempt number; if it ever
+ * does (the desired state's seq), ordering should use it instead.
+ *
  * These functions record facts only; what the facts mean (retry, fail, succeed) is decide()'s.
  */
-import type { Heartbeat, StatusReport } from '@edgepack/protocol';
+import type { DeviceState, Heartbeat, StatusReport } from '@edgepack/protocol';
 import type { EpochMs, RolloutMember } from '../records.js';
 import type { RolloutDeviceView } from './rollout-snapshot.js';
+
+const STATE_ORDER: Record<DeviceState, number> = {
+  pending: 0, downloading: 1, verifying: 2, installing: 3, benchmarking: 4, active: 5, failed: 5, rolled_back: 5,
+};
 
 export type ReportFold =
   | { kind: 'apply'; member: Partial<RolloutMember>; device: Partial<RolloutDeviceView> }
   | { kind: 'ignore'; reason: string; device: Partial<RolloutDeviceView> };
+
+/** Reordering by MQTT redelivery and reconnects is seconds; a bigger step back is a clock reset. */
+export const REORDER_WINDOW_MS = 10 * 60_000;
+
+/** `at` is older than `newest` by less than the reorder window: a late message, not a reset clock. */
+function isStale(at: EpochMs, newest: EpochMs | null): boolean {
+  return newest !== null && at < newest && newest - at < REORDER_WINDOW_MS;
+}
 
 function deviceClock(at: string, fallback: EpochMs): EpochMs {
   const t = Date.parse(at);
@@ -22,7 +40,7 @@ function deviceClock(at: string, fallback: EpochMs): EpochMs {
 
 /** What an 'active' report tells about the device, unless a newer message already told more. */
 function activePatch(d: RolloutDeviceView | undefined, report: StatusReport, at: EpochMs, receivedAt: EpochMs): Partial<RolloutDeviceView> {
-  if (report.state !== 'active' || !d || (d.deviceClockAt !== null && at < d.deviceClockAt)) return {};
+  if (report.state !== 'active' || !d || isStale(at, d.deviceClockAt)) return {};
   const p95 = report.result?.latencyMs.p95;
   return {
     activeBundle: report.bundleId,
@@ -43,7 +61,7 @@ export function foldStatusReport(m: RolloutMember, d: RolloutDeviceView | undefi
   if (report.deviceId !== m.deviceId) return { kind: 'ignore', reason: `report names device ${report.deviceId}`, device: {} };
   const at = deviceClock(report.at, receivedAt);
   const device = activePatch(d, report, at, receivedAt);
-  if (m.reportDeviceAt !== null && at < m.reportDeviceAt) return { kind: 'ignore', reason: `stale report (${report.at}) after a newer one`, device: {} };
+  if (isStale(at, m.reportDeviceAt)) return { kind: 'ignore', reason: `stale report (${report.at}) after a newer one`, device: {} };
   const p95 = report.result?.latencyMs.p95;
   const figure = p95 !== undefined && Number.isFinite(p95) ? { p95Ms: p95 } : {};
 
@@ -51,7 +69,11 @@ export function foldStatusReport(m: RolloutMember, d: RolloutDeviceView | undefi
     if (m.phase !== 'waiting' && m.phase !== 'dispatched') {
       return { kind: 'ignore', reason: `member already ${m.phase}`, device };
     }
-    if (m.reportDeviceAt === at && m.reportState === report.state) return { kind: 'ignore', reason: 'duplicate report', device };
+    // Same device time: only a later step of the same attempt (two transitions in one millisecond)
+    // counts; after a new dispatch reset the attempt, it is the old attempt's report.
+    if (m.reportDeviceAt === at && (m.reportState === null || STATE_ORDER[report.state] <= STATE_ORDER[m.reportState])) {
+      return { kind: 'ignore', reason: 'duplicate report', device };
+    }
     const patch: Partial<RolloutMember> = { reportState: report.state, reportCode: report.code ?? null, reportReason: report.reason ?? null, reportDeviceAt: at, ...figure };
     if (m.startedAt === null) {
       patch.startedAt = receivedAt;
@@ -82,7 +104,7 @@ export function foldStatusReport(m: RolloutMember, d: RolloutDeviceView | undefi
 export function foldHeartbeat(d: RolloutDeviceView, hb: Heartbeat, receivedAt: EpochMs): Partial<RolloutDeviceView> {
   const alive: Partial<RolloutDeviceView> = { lastSeenAt: receivedAt, ...(d.online ? {} : { online: true, onlineSince: receivedAt }) };
   const at = deviceClock(hb.at, receivedAt);
-  if (d.deviceClockAt !== null && at < d.deviceClockAt) return alive;
+  if (isStale(at, d.deviceClockAt)) return alive;
   const changed = d.activeBundle !== hb.activeBundle;
   const p95 = hb.lastBenchmark?.latencyMs.p95;
   // The heartbeat does not say which bundle lastBenchmark measured; trust it only for a bundle

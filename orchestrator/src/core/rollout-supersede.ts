@@ -31,8 +31,10 @@ export function holdsStream(m: RolloutMember, status: RolloutStatus): boolean {
 
 export function openMemberRef(m: RolloutMember, status: RolloutStatus): OpenMemberRef | null {
   if (!holdsStream(m, status)) return null;
-  // A pending rollback has not started anything the new rollout would disturb: it can be taken over.
-  const started = (m.phase === 'waiting' || m.phase === 'dispatched') && hasStarted(m);
+  // In a rollback only the rollback counts: one not sent yet has started nothing the new rollout
+  // would disturb, so it can be taken over; one sent is under way on the device.
+  const rollingBack = status === 'rolling_back' || status === 'rolled_back';
+  const started = rollingBack ? m.rollbackState === 'dispatched' : hasStarted(m);
   return { rolloutId: m.rolloutId, deviceId: m.deviceId, started };
 }
 
@@ -63,9 +65,9 @@ export function supersedeDecisions(members: readonly RolloutMember[], status: Ro
     if (!deviceIds.has(m.deviceId)) continue;
     const ref = openMemberRef(m, status);
     if (!ref || ref.started) continue;
-    if (m.phase === 'dispatched') out.push({ kind: 'withdraw', deviceId: m.deviceId, code: 'SUPERSEDED', reason, outcome: 'cancelled', dispatchedAt: m.dispatchedAt, unreached: m.unreached });
+    if (status === 'rolling_back' || status === 'rolled_back') out.push({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'superseded', code: 'SUPERSEDED', reason });
+    else if (m.phase === 'dispatched') out.push({ kind: 'withdraw', deviceId: m.deviceId, code: 'SUPERSEDED', reason, outcome: 'cancelled', dispatchedAt: m.dispatchedAt, unreached: m.unreached });
     else if (m.phase === 'waiting') out.push({ kind: 'mark-member', deviceId: m.deviceId, outcome: 'cancelled', code: 'SUPERSEDED', reason });
-    else out.push({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'superseded', code: 'SUPERSEDED', reason });
   }
   return out;
 }
