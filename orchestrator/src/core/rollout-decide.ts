@@ -54,6 +54,8 @@ export class RolloutWork {
   rollout: RolloutState;
   readonly waves: WaveRecord[];
   readonly members: RolloutMember[];
+  /** The device of members[i], looked up once per call (keyed lookups in a 1,000-key record add up). */
+  private readonly devs: (RolloutDeviceView | undefined)[];
   private readonly index = new Map<string, number>();
   private windowCache: WindowState | undefined;
   private verdictCache: Map<number, WaveVerdict> | undefined;
@@ -65,6 +67,7 @@ export class RolloutWork {
     for (let i = 1; i < snap.members.length; i++) if (snap.members[i - 1]!.order > snap.members[i]!.order) { sorted = false; break; }
     this.members = sorted ? snap.members.slice() : [...snap.members].sort((a, b) => a.order - b.order || (a.deviceId < b.deviceId ? -1 : 1));
     this.members.forEach((m, i) => this.index.set(m.deviceId, i));
+    this.devs = this.members.map((m) => snap.devices[m.deviceId]);
   }
 
   device(id: string): RolloutDeviceView | undefined {
@@ -93,6 +96,7 @@ export class RolloutWork {
     if (p.insertMember && !this.index.has(p.insertMember.deviceId)) {
       this.index.set(p.insertMember.deviceId, this.members.length);
       this.members.push(p.insertMember);
+      this.devs.push(this.snap.devices[p.insertMember.deviceId]);
     }
     if (p.member || p.insertMember) this.verdictCache = undefined;
   }
@@ -162,7 +166,7 @@ export class RolloutWork {
     for (let i = 0; i < this.members.length; i++) {
       const m = this.members[i]!;
       if (m.phase !== 'waiting' && m.phase !== 'dispatched' && m.phase !== 'succeeded') continue;
-      const d = this.device(m.deviceId);
+      const d = this.devs[i];
       if (!d || d.revoked) {
         if (m.phase !== 'succeeded') this.emit({ kind: 'mark-member', deviceId: m.deviceId, outcome: 'cancelled', code: 'DEVICE_REVOKED', reason: 'the device was revoked or removed' });
         continue;
@@ -227,24 +231,24 @@ export class RolloutWork {
   verdicts(): Map<number, WaveVerdict> {
     if (this.verdictCache) return this.verdictCache;
     const whole = new Map<number, GroupTally>();
-    const byProfile = new Map<string, GroupTally>();
+    const byProfile = new Map<number, Map<string, GroupTally>>();
     const policyOf = (wave: number): GatePolicy => wavePlanAt(this.plan, wave).gate;
-    for (const m of this.members) {
-      const d = this.device(m.deviceId);
+    for (let i = 0; i < this.members.length; i++) {
+      const m = this.members[i]!;
+      const d = this.devs[i];
       const cat = classify(m, d);
       let t = whole.get(m.wave);
       if (!t) whole.set(m.wave, (t = new GroupTally(m.wave, null)));
       t.add(m, cat, d, policyOf(m.wave).live);
-      const key = `${m.wave}\u0000${m.profile}`;
-      let p = byProfile.get(key);
-      if (!p) byProfile.set(key, (p = new GroupTally(m.wave, m.profile)));
+      let perWave = byProfile.get(m.wave);
+      if (!perWave) byProfile.set(m.wave, (perWave = new Map()));
+      let p = perWave.get(m.profile);
+      if (!p) perWave.set(m.profile, (p = new GroupTally(m.wave, m.profile)));
       p.add(m, cat, d, policyOf(m.wave).live);
     }
     for (const w of this.waves) if (!whole.has(w.position)) whole.set(w.position, new GroupTally(w.position, null));
-    const profilesOf = new Map<number, GroupTally[]>();
-    for (const p of byProfile.values()) profilesOf.set(p.wave, [...(profilesOf.get(p.wave) ?? []), p]);
     const out = new Map<number, WaveVerdict>();
-    for (const [wave, t] of whole) out.set(wave, judgeWave(wave, t, profilesOf.get(wave) ?? [], policyOf(wave)));
+    for (const [wave, t] of whole) out.set(wave, judgeWave(wave, t, [...(byProfile.get(wave)?.values() ?? [])], policyOf(wave)));
     this.verdictCache = out;
     return out;
   }
@@ -395,7 +399,7 @@ export class RolloutWork {
     for (let i = 0; i < this.members.length && budget > 0; i++) {
       const m = this.members[i]!;
       if (m.phase !== 'waiting' || m.wave > f || m.bundleId === null) continue;
-      const d = this.device(m.deviceId);
+      const d = this.devs[i];
       if (isOffline(d) || !d) continue;
       if (m.retryAt !== null && this.now < m.retryAt) continue;
       if (isUnreached(m)) {
