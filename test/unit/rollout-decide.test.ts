@@ -678,7 +678,7 @@ test('rollback on command: every touched device gets its previous bundle; offlin
   assert.deepEqual(handleCommand(p, r.snap, { kind: 'rollback' }, new Date(T0 + 3612 * SEC)), { ok: true, decisions: [] });
 });
 
-test('rollback: an unanswered rollback dispatch is sent again; a device with nothing before cannot be returned', () => {
+test('rollback: an unanswered rollback waits like an offline device and is sent again when the device reconnects; a device with nothing before cannot be returned', () => {
   const p = plan({}, [2, 100]);
   const s0 = snapshotOf(p, fleet(10));
   const [a, b] = wave(s0, 0) as [string, string];
@@ -688,10 +688,14 @@ test('rollback: an unanswered rollback dispatch is sent again; a device with not
   const rb = command(p, snap, { kind: 'rollback' }, T0 + 10 * SEC);
   assert.deepEqual(ofKind(rb.decisions, 'mark-rollback').map((x) => [x.deviceId, x.outcome, x.code]), [[b, 'impossible', 'NO_PREVIOUS_BUNDLE']]);
   let r = step(p, rb.snap, T0 + 39 * SEC);
-  assert.equal(ofKind(r.decisions, 'rollback-dispatch').length, 0);
+  assert.equal(ofKind(r.decisions, 'finish').length, 0, 'in flight');
   r = step(p, r.snap, T0 + 40 * SEC);
+  assert.equal(ofKind(r.decisions, 'rollback-dispatch').length, 0, 'no answer, no reconnect: not sent again every ackSec');
+  assert.deepEqual(ofKind(r.decisions, 'finish').map((x) => x.figures), [{ done: 0, failed: 0, impossible: 1, superseded: 0, awaitingReturn: 1 }]);
+  r = step(p, withDevice(r.snap, a, { onlineSince: T0 + 100 * SEC }), T0 + 100 * SEC);
   assert.deepEqual(ofKind(r.decisions, 'mark-rollback').map((x) => [x.deviceId, x.outcome]), [[a, 'resend']]);
   assert.deepEqual(ofKind(r.decisions, 'rollback-dispatch').map((x) => x.deviceId), [a]);
+  assert.equal(ofKind(step(p, r.snap, T0 + 101 * SEC).decisions, 'rollback-dispatch').length, 0);
 });
 
 test('onBreach rollback: a breach starts the fleet rollback itself', () => {
@@ -865,4 +869,90 @@ test('status reports: duplicates and stale ones are ignored; a report for anothe
   const w = withMember(snap, id, { phase: 'waiting', withdrawnAt: T0 + 30 * SEC, unreached: 1 });
   const late = foldStatusReport(memberOf(w, id), w.devices[id], statusReport(m, NB, 'downloading', T0 + 31 * SEC), T0 + 31 * SEC);
   assert.ok(late.kind === 'apply' && late.member.phase === 'dispatched');
+});
+
+// ------------------------------------------------------------------------------ hooks and edges
+
+test('issue 11 hook: with a live policy, the gate compares each device\'s live figures on the new bundle with its own on the previous one', () => {
+  const base = plan({ gate: { minExecuted: 2 } }, [3, 100]);
+  const live = { maxErrorRateIncrease: 0.02, maxP95Regression: 0.2, minRequests: 50 };
+  const p: RolloutPlan = { ...base, waves: base.waves.map((w) => ({ ...w, gate: { ...w.gate, live } })) };
+  let { snap } = started(p, snapshotOf(p, fleet(10)));
+  const ids = wave(snap, 0);
+  for (const id of ids) snap = install(snap, id, T0 + SEC);
+  const figures = (errNew: number, requests = 100) => [
+    { bundleId: OB, requests: 500, errorRate: 0.01, p95Ms: 20, windowEnd: T0 - MIN },
+    { bundleId: NB, requests, errorRate: errNew, p95Ms: 21, windowEnd: T0 + MIN },
+  ];
+  for (const id of ids) snap = withDevice(snap, id, { live: figures(0.015) });
+  let r = step(p, snap, T0 + 30 * SEC);
+  assert.equal(ofKind(r.decisions, 'pause').length, 0, '+0.5 points, p95 +5%');
+  const v = evaluateWave(0, r.snap.members, r.snap.devices, p.waves[0]!.gate);
+  assert.equal(v.whole.figures.live!.devices, 3);
+  for (const id of ids) snap = withDevice(snap, id, { live: figures(0.2, 10) });
+  assert.equal(ofKind(step(p, snap, T0 + 30 * SEC).decisions, 'pause').length, 0, 'too few requests to count');
+  for (const id of ids) snap = withDevice(snap, id, { live: figures(0.2) });
+  r = step(p, snap, T0 + 30 * SEC);
+  const b = ofKind(r.decisions, 'pause')[0]!.reason.breaches!.find((x) => x.rule === 'liveErrorRate' && x.profile === null)!;
+  assert.ok(Math.abs(b.value - 0.19) < 1e-9);
+  // without a live policy (today's plans) live figures are ignored
+  assert.equal(evaluateWave(0, r.snap.members, r.snap.devices, base.waves[0]!.gate).whole.figures.live, undefined);
+});
+
+test('issue 10 hook: a member whose bundle is not chosen yet (bundleId null, not skipped) is never dispatched', () => {
+  const p = plan();
+  const s0 = snapshotOf(p, fleet(10));
+  const id = wave(s0, 0)[0]!;
+  const r = step(p, withMember(s0, id, { bundleId: null }), T0);
+  assert.ok(!ofKind(r.decisions, 'dispatch').some((d) => d.deviceId === id));
+  assert.equal(ofKind(r.decisions, 'dispatch').length, 2);
+});
+
+test('empty waves pass at once, in the same call', () => {
+  const p = planOf({ waves: [{ size: { count: 3 }, bakeSec: 0 }, { size: { percent: 10 } }, { size: { percent: 10 } }, { size: { percent: 10 } }, { size: { percent: 100 } }] });
+  // 3 devices: every wave after the canary is empty
+  let r = step(p, snapshotOf(p, fleet(3)), T0);
+  r = finishWave(p, r.snap, 0, () => 'ok', T0 + SEC);
+  assert.equal(ofKind(r.decisions, 'wave-passed').length, 5);
+  assert.equal(ofKind(r.decisions, 'finish')[0]!.status, 'succeeded');
+});
+
+test('pause before startAt, resume: back to scheduled; a scheduled rollout can be cancelled with nothing sent', () => {
+  const p = plan({ schedule: { startAt: '2026-06-02T00:00:00Z' } });
+  const s0 = snapshotOf(p, fleet(5));
+  const paused = command(p, s0, { kind: 'pause' }, T0).snap;
+  assert.equal(paused.rollout.status, 'paused');
+  const resumed = command(p, paused, { kind: 'resume' }, T0 + SEC);
+  assert.deepEqual(ofKind(resumed.decisions, 'resume').map((d) => d.to), ['scheduled']);
+  assert.deepEqual(decide(p, resumed.snap, new Date(T0 + 2 * SEC)), []);
+  const c = command(p, s0, { kind: 'cancel' }, T0);
+  assert.equal(c.snap.rollout.status, 'cancelled');
+  assert.equal(ofKind(c.decisions, 'withdraw').length, 0);
+  assert.equal(ofKind(c.decisions, 'mark-member').length, 5);
+});
+
+test('commands on a rollout that is rolling back are refused with a code', () => {
+  const p = plan();
+  let { snap } = started(p, snapshotOf(p, fleet(5)));
+  snap = install(snap, wave(snap, 0)[0]!, T0 + SEC);
+  snap = command(p, snap, { kind: 'rollback' }, T0 + 5 * SEC).snap;
+  for (const kind of ['pause', 'resume', 'approve', 'cancel'] as const) {
+    const r = handleCommand(p, snap, { kind }, new Date(T0 + 6 * SEC));
+    assert.ok(!r.ok && r.code === 'ROLLOUT_ROLLING_BACK', kind);
+  }
+});
+
+test('per-profile pass: a wave does not pass while one of its profiles has not reached its own minExecuted; the quorum pause names it', () => {
+  const profiles = ['pi4', 'pi5'];
+  const p = planOf({ waves: [{ size: { count: 4 }, bakeSec: 0 }, { size: { percent: 100 } }], timeouts: { quorumSec: 600 } }, profiles);
+  const devs = [...fleet(10, ['pi4']), device('p5-a', 'pi5', { online: false }), device('p5-b', 'pi5', { online: false })];
+  const s0 = snapshotOf(p, devs);
+  assert.equal(wave(s0, 0).filter((id) => id.startsWith('p5-')).length, 1, 'the canary has its pi5');
+  let r = step(p, s0, T0);
+  r = finishWave(p, r.snap, 0, () => 'ok', T0 + SEC);
+  assert.equal(ofKind(r.decisions, 'wave-passed').length, 0, 'the wave as a whole would pass: 3 of 3 online succeeded');
+  r = step(p, r.snap, T0 + 600 * SEC);
+  const pause = ofKind(r.decisions, 'pause')[0]!;
+  assert.equal(pause.reason.code, 'QUORUM');
+  assert.ok(pause.reason.message.includes('pi5: 0 of 1 finished'), pause.reason.message);
 });

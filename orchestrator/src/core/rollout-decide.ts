@@ -283,13 +283,14 @@ export class RolloutWork {
       }
       return true;
     }
-    for (let guard = 0; guard <= this.plan.waves.length + 1 && this.rollout.status === 'running'; guard++) {
+    // Each planned wave takes at most two rounds (open, pass): empty waves pass at once.
+    for (let guard = 0; guard <= 2 * this.plan.waves.length + 2 && this.rollout.status === 'running'; guard++) {
       const open = this.waves.filter((w) => w.status === 'open' && !w.tail).sort((a, b) => b.position - a.position)[0];
       if (open) {
         const v = this.verdicts().get(open.position)!;
         const overridden = this.rollout.overrides.some((o) => o.wave === open.position);
         // A wave forced past a breach is not held back again by the success ratio that breach implies.
-        const pass = v.pass || (overridden && v.settled && v.unmet.every((u) => u.includes('success ratio')));
+        const pass = v.pass || (overridden && v.unmetConditions.every((c) => c === 'minSuccessRatio'));
         if (!pass) {
           this.quorum(open, v);
           return false;
@@ -448,12 +449,17 @@ export class RolloutWork {
         this.emit({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'done', code: 'ALREADY_ON_PREVIOUS', reason: `the device already runs ${m.previousBundle} and has nothing under way` });
         m = this.member(m.deviceId)!;
       }
-      if (m.rollbackState === 'dispatched' && d) {
-        const answered = m.rollbackReportAt !== null && m.rollbackDispatchedAt !== null && m.rollbackReportAt >= m.rollbackDispatchedAt;
-        if (d.activeBundle === m.previousBundle && d.activeBundleSince !== null && m.rollbackDispatchedAt !== null && d.activeBundleSince >= m.rollbackDispatchedAt) {
+      let unanswered = false;
+      if (m.rollbackState === 'dispatched' && d && m.rollbackDispatchedAt !== null) {
+        const answered = m.rollbackReportAt !== null && m.rollbackReportAt >= m.rollbackDispatchedAt;
+        unanswered = !answered && this.now - m.rollbackDispatchedAt >= this.plan.timeouts.ackSec * 1000;
+        if (d.activeBundle === m.previousBundle && d.activeBundleSince !== null && d.activeBundleSince >= m.rollbackDispatchedAt) {
           this.emit({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'done', code: null, reason: `heartbeat shows ${m.previousBundle} again` });
-        } else if (!answered && !isOffline(d) && m.rollbackDispatchedAt !== null && this.now - m.rollbackDispatchedAt >= this.plan.timeouts.ackSec * 1000) {
-          this.emit({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'resend', code: ACK_TIMEOUT, reason: `no answer within ${this.plan.timeouts.ackSec} s; sending again` });
+        } else if (unanswered && !isOffline(d) && d.onlineSince !== null && d.onlineSince > m.rollbackDispatchedAt) {
+          // Unanswered and reconnected since: send it again (the retained desired state should
+          // have reached it, but a new seq costs nothing). Unanswered without a reconnect, it
+          // waits like an offline device instead of being sent the same thing every ackSec.
+          this.emit({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'resend', code: ACK_TIMEOUT, reason: `no answer within ${this.plan.timeouts.ackSec} s of the rollback, and it reconnected since` });
         }
         m = this.member(m.deviceId)!;
       }
@@ -466,7 +472,7 @@ export class RolloutWork {
         case 'failed': failed++; break;
         case 'impossible': impossible++; break;
         case 'superseded': superseded++; break;
-        case 'dispatched': if (isOffline(d)) awaiting++; else inFlight++; break;
+        case 'dispatched': if (isOffline(d) || unanswered) awaiting++; else inFlight++; break;
         case null: awaiting++; break;
       }
     }

@@ -72,13 +72,18 @@ export function effectiveMaxFailures(policy: GatePolicy, members: number): numbe
   return policy.maxFailures ?? Math.floor(policy.maxFailureRatio * members + 1e-9);
 }
 
+/** The pass conditions, by name. */
+export type PassCondition = 'settled' | 'minExecuted' | 'minSuccessRatio';
+
 export interface GroupVerdict {
   figures: GroupFigures;
   breaches: GateBreach[];
   /** Every member settled (nothing left to wait for). */
   settled: boolean;
   pass: boolean;
-  /** Pass conditions not met yet, in words. */
+  /** Pass conditions not met yet. */
+  unmetConditions: PassCondition[];
+  /** The same, in words (for events). */
   unmet: string[];
 }
 
@@ -130,10 +135,12 @@ export function judgeGroup(t: GroupTally, policy: GatePolicy): GroupVerdict {
   const total = members + c.skipped + c.cancelled;
   const settled = settledCount === total;
   const unmet: string[] = [];
-  if (!settled) unmet.push(`${total - settledCount} members still waiting, in flight or baking`);
-  if (finished < minExecuted) unmet.push(`${finished} of the ${minExecuted} needed have finished`);
-  if (successRatio !== null && successRatio < policy.minSuccessRatio) unmet.push(`success ratio ${pct(successRatio)} is under ${pct(policy.minSuccessRatio)}`);
-  return { figures, breaches, settled, pass: unmet.length === 0 && breaches.length === 0, unmet };
+  const unmetConditions: PassCondition[] = [];
+  const miss = (c: PassCondition, words: string) => { unmetConditions.push(c); unmet.push(words); };
+  if (!settled) miss('settled', `${total - settledCount} members still waiting, in flight or baking`);
+  if (finished < minExecuted) miss('minExecuted', `${finished} of the ${minExecuted} needed have finished`);
+  if (successRatio !== null && successRatio < policy.minSuccessRatio) miss('minSuccessRatio', `success ratio ${pct(successRatio)} is under ${pct(policy.minSuccessRatio)}`);
+  return { figures, breaches, settled, pass: unmet.length === 0 && breaches.length === 0, unmetConditions, unmet };
 }
 
 export interface WaveVerdict {
@@ -144,6 +151,8 @@ export interface WaveVerdict {
   /** The wave and every profile in it pass. */
   pass: boolean;
   settled: boolean;
+  /** Unmet pass conditions of the wave or any profile in it. */
+  unmetConditions: PassCondition[];
   unmet: string[];
 }
 
@@ -153,7 +162,8 @@ export function judgeWave(wave: number, whole: GroupTally, profiles: readonly Gr
   const ps = [...profiles].sort((a, b) => (a.profile! < b.profile! ? -1 : 1)).map((t) => judgeGroup(t, policy));
   const breaches = [...w.breaches, ...ps.flatMap((p) => p.breaches)];
   const unmet = [...w.unmet, ...ps.flatMap((p) => p.unmet.map((u) => `${p.figures.profile}: ${u}`))];
-  return { wave, whole: w, profiles: ps, breaches, pass: w.pass && ps.every((p) => p.pass), settled: w.settled, unmet };
+  const unmetConditions = [...new Set([...w.unmetConditions, ...ps.flatMap((p) => p.unmetConditions)])];
+  return { wave, whole: w, profiles: ps, breaches, pass: w.pass && ps.every((p) => p.pass), settled: w.settled, unmetConditions, unmet };
 }
 
 /** Tallies and judges the given members of one wave (for tests and for GET /v1/rollouts/:id). */
