@@ -149,6 +149,7 @@ export class FleetSim {
   private readonly p95 = new Map<string, number>();
   private readonly attempts = new Map<string, number>();
   private queue: Pending[] = [];
+  private sorted = true;
   private seq = 0;
   private nextHeartbeat = 0;
 
@@ -193,6 +194,7 @@ export class FleetSim {
 
   private at(delay: number, run: () => void): void {
     this.queue.push({ at: this.now + delay, seq: this.seq++, run });
+    this.sorted = false;
   }
 
   private report(id: string, bundleId: string, state: DeviceState, extra: Partial<StatusReport> = {}): void {
@@ -245,12 +247,18 @@ export class FleetSim {
   run(untilMs: number, tickMs = 1000, stop?: () => boolean): void {
     while (this.now < untilMs) {
       this.now += tickMs;
-      this.queue.sort((a, b) => a.at - b.at || a.seq - b.seq);
-      while (this.queue.length && this.queue[0]!.at <= this.now) this.queue.shift()!.run();
+      if (!this.sorted) {
+        this.queue.sort((a, b) => a.at - b.at || a.seq - b.seq);
+        this.sorted = true;
+      }
+      let due = 0;
+      while (due < this.queue.length && this.queue[due]!.at <= this.now) due++;
+      if (due) for (const e of this.queue.splice(0, due)) e.run();
       if (this.now >= this.nextHeartbeat) {
         this.nextHeartbeat = this.now + 15 * SEC;
+        // Only devices that were sent something: for the others a heartbeat changes nothing the engine reads.
         for (const d of Object.values(this.snap.devices)) {
-          if (!d.online) continue;
+          if (!d.online || (!this.dispatches.has(d.id) && !this.rollbacks.has(d.id))) continue;
           this.snap.devices[d.id] = { ...d, ...foldHeartbeat(d, heartbeat(d.id, this.truth.get(d.id) ?? null, this.now), this.now) };
         }
       }
