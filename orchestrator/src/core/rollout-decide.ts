@@ -306,7 +306,7 @@ export class RolloutWork {
           this.emit({ kind: 'await-approval', wave: next, name: this.plan.waves[next]!.name });
           return false;
         }
-        this.emit({ kind: 'open-wave', wave: next, name: this.plan.waves[next]!.name, cause: next === 0 ? 'start' : rec?.approvedAt ? 'approved' : 'previous-passed', tail: false, members: this.countIn(next) });
+        this.emit({ kind: 'open-wave', wave: next, name: this.plan.waves[next]!.name, cause: rec?.approvedAt ? 'approved' : next === 0 ? 'start' : 'previous-passed', tail: false, members: this.countIn(next) });
         continue;
       }
       // Every planned wave passed.
