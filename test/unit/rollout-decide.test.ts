@@ -956,3 +956,21 @@ test('per-profile pass: a wave does not pass while one of its profiles has not r
   assert.equal(pause.reason.code, 'QUORUM');
   assert.ok(pause.reason.message.includes('pi5: 0 of 1 finished'), pause.reason.message);
 });
+
+test('SUPERSEDED from the agent: it confirms a withdrawal, and for a dispatched member it is no failure', () => {
+  const p = plan();
+  let { snap } = started(p, snapshotOf(p, fleet(10)));
+  const [a, b] = wave(snap, 0) as [string, string];
+  snap = step(p, install(snap, b, T0 + SEC), T0 + 30 * SEC).snap; // a is withdrawn as unreached
+  assert.equal(cat(snap, a), 'unreached');
+  const late = statusReport(memberOf(snap, a), NB, 'failed', T0 + 31 * SEC, { code: 'SUPERSEDED', reason: 'replaced by a newer desired state' });
+  assert.equal(foldStatusReport(memberOf(snap, a), snap.devices[a], late, T0 + 31 * SEC).kind, 'ignore');
+  // a dispatched member replaced on the device by another rollout's desired state
+  const p2 = plan();
+  let s2 = started(p2, snapshotOf(p2, fleet(10))).snap;
+  const c = wave(s2, 0)[0]!;
+  s2 = withReport(s2, statusReport(memberOf(s2, c), NB, 'failed', T0 + 2 * SEC, { code: 'SUPERSEDED' }), T0 + 2 * SEC);
+  const r = step(p2, s2, T0 + 3 * SEC);
+  assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.outcome, d.code]), [[c, 'cancelled', 'SUPERSEDED']]);
+  assert.equal(ofKind(r.decisions, 'pause').length, 0, 'not a failure, no breach');
+});

@@ -181,6 +181,10 @@ export class RolloutWork {
           kind: 'withdraw', deviceId: m.deviceId, code: 'ACK_TIMEOUT', outcome: status === 'cancelled' ? 'cancelled' : 'waiting', dispatchedAt: m.dispatchedAt, unreached: m.unreached + 1,
           reason: `no report within ${this.plan.timeouts.ackSec} s of the dispatch; back to waiting, never a failure`,
         });
+      } else if (attemptFailed(m) && m.reportCode === 'SUPERSEDED') {
+        // Another desired state (another stream's rollout on this device) replaced ours before it
+        // started: not a failure of this bundle, and sending it again would fight the other one.
+        this.emit({ kind: 'mark-member', deviceId: m.deviceId, outcome: 'cancelled', code: 'SUPERSEDED', reason: m.reportReason ?? 'the device took a newer desired state before starting this one' });
       } else if (attemptFailed(m)) {
         this.endAttempt(m, m.reportCode ?? 'FAILED', m.reportReason ?? `the device reported ${m.reportState}`, m.endedAt ?? this.now, retries);
       } else if (inProgressExpired(m, this.plan, this.now)) {

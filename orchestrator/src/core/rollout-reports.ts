@@ -81,6 +81,9 @@ export function foldStatusReport(m: RolloutMember, d: RolloutDeviceView | undefi
     }
     if (report.state === 'active' && m.activeAt === null) patch.activeAt = receivedAt;
     if (report.state === 'failed' || report.state === 'rolled_back') patch.endedAt = receivedAt;
+    // SUPERSEDED is the agent's answer for a desired state it replaced by a newer one before
+    // starting it: for a withdrawn member that confirms the withdrawal, it does not revive it.
+    if (m.phase === 'waiting' && report.code === 'SUPERSEDED') return { kind: 'ignore', reason: 'the device confirms the withdrawal', device };
     // Withdrawn (unanswered) or waiting for a retry, yet the device is at it: it is underway after all.
     if (m.phase === 'waiting') {
       patch.phase = 'dispatched';
