@@ -177,7 +177,3 @@ export function applyDecisions(s: RolloutSnapshot, decisions: readonly Decision[
   }
   return { ...s, rollout, waves, members };
 }
-
-export function sameOverride(a: Pick<GateOverride, 'wave' | 'profile' | 'rule'>, b: Pick<GateOverride, 'wave' | 'profile' | 'rule'>): boolean {
-  return a.wave === b.wave && a.profile === b.profile && a.rule === b.rule;
-}
