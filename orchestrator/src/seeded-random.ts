@@ -1,14 +1,2 @@
-/**
- * Deterministic PRNG (mulberry32): the same seed gives the same stream on every run and
- * machine, so built test models and golden inputs are byte-identical run to run.
- */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The PRNG lives in core/ (rollout waves are shuffled with it); builds import it from here.
+export { seededRandom } from './core/seeded-random.js';

@@ -78,3 +78,13 @@ test('records.ts is plain data: it imports nothing but wire types from protocol/
     assert.ok(m[1] && m[2] === '@edgepack/protocol', `records.ts imports ${m[0].trim()}; only \`import type … from '@edgepack/protocol'\` is allowed`);
   }
 });
+
+test('orchestrator core/ never reads the clock or draws random numbers: time comes in as an argument, randomness from a seed', async () => {
+  const src = join(repoRoot(), 'orchestrator/src/core');
+  for (const file of await sources(src)) {
+    const text = (await readFile(file, 'utf8')).replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    for (const banned of [/\bDate\.now\s*\(/, /\bnew Date\s*\(\s*\)/, /\bMath\.random\s*\(/, /\bperformance\.now\s*\(/]) {
+      assert.ok(!banned.test(text), `${file} uses ${banned.source}; decide over an injected now and a seeded PRNG`);
+    }
+  }
+});

@@ -1,5 +1,6 @@
 import type { ArtifactRecord, DeviceRecord, RolloutTarget } from '../records.js';
 import { EdgepackError } from '@edgepack/protocol';
+import { matchesTarget } from './rollout-member.js';
 
 /** One device's part in a rollout, decided before anything is sent. */
 export interface PlannedAction {
@@ -11,7 +12,8 @@ export interface PlannedAction {
   reason?: string;
 }
 
-export interface RolloutPlan {
+/** The one-wave plan of the rollouts made before waves (records.ts RolloutPlan is the wave plan). */
+export interface SingleWavePlan {
   groups: number[];
   actions: PlannedAction[];
 }
@@ -21,9 +23,10 @@ export interface RolloutPlan {
  * Target criteria narrow each other (ids ∧ all tags ∧ profile in list); an empty target is the
  * whole fleet. A device whose profile has no built artifact is planned as failed with the
  * build's reason, so the operator sees why rather than a device that never moves.
- * Everything goes in one group (wave 0) for now; waves will split `actions` across positions.
+ * Everything goes in one group (wave 0). Superseded by core/rollout-waves.ts assignWaves for
+ * staged rollouts; kept until the executor switches over.
  */
-export function planRollout(input: { target: RolloutTarget; devices: readonly DeviceRecord[]; artifacts: readonly ArtifactRecord[] }): RolloutPlan {
+export function planRollout(input: { target: RolloutTarget; devices: readonly DeviceRecord[]; artifacts: readonly ArtifactRecord[] }): SingleWavePlan {
   const { target, devices, artifacts } = input;
   const live = devices.filter((d) => !d.revokedAt);
   if (target.deviceIds) {
@@ -31,10 +34,7 @@ export function planRollout(input: { target: RolloutTarget; devices: readonly De
     const unknown = target.deviceIds.filter((id) => !known.has(id));
     if (unknown.length) throw new EdgepackError('DEVICE_NOT_FOUND', `unknown or revoked device ids: ${unknown.join(', ')}`);
   }
-  const selected = live.filter((d) =>
-    (!target.deviceIds || target.deviceIds.includes(d.id)) &&
-    (!target.tags || target.tags.every((t) => d.tags.includes(t))) &&
-    (!target.profiles || target.profiles.includes(d.profile)));
+  const selected = live.filter((d) => matchesTarget(d, target));
   if (selected.length === 0) throw new EdgepackError('ROLLOUT_NO_TARGETS', 'the target selects no devices');
 
   const byProfile = new Map(artifacts.map((a) => [a.profile, a]));
