@@ -1,101 +1,49 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
-import type { Profile } from '@edgepack/firmware-profiles';
-import { checkDeviceCredential } from '@edgepack/protocol';
-import type { BlobStore } from '../blob-store.js';
-import type { ServerConfig } from '../config.js';
-import type { Store } from '../db/store.js';
-import type { RolloutService } from '../rollout-service.js';
-import type { BuildQueue } from '../build/build-queue.js';
-import { HttpError, installErrorHandling } from './errors.js';
-import { registerDeviceRoutes } from './routes/devices.js';
-import { registerDatasetRoutes, registerModelRoutes } from './routes/models.js';
-import { registerBuildRoutes } from './routes/builds.js';
-import { registerRolloutRoutes } from './routes/rollouts.js';
-import { registerBundleRoutes } from './routes/bundles.js';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { createAuthenticator, installAccessControl } from './access.js';
+import type { AppDeps } from './app-deps.js';
+import { installRouteContract } from './contract.js';
+import { clientErrorHandler, frameworkErrors, installErrorHandling, schemaErrorFormatter } from './errors.js';
+import { registerOpenApi } from './openapi.js';
+import { buildRoutes } from './routes/builds.js';
+import { bundleRoutes } from './routes/bundles.js';
+import { datasetRoutes } from './routes/datasets.js';
+import { deviceRoutes } from './routes/devices.js';
+import { enrollmentRoutes } from './routes/enrollment.js';
+import { healthRoutes } from './routes/health.js';
+import { modelRoutes } from './routes/models.js';
+import { rolloutRoutes } from './routes/rollouts.js';
 
-export interface AppDeps {
-  store: Store;
-  blobs: BlobStore;
-  profiles: readonly Profile[];
-  config: Pick<ServerConfig, 'maxModelBytes' | 'heartbeatSec' | 'enrollmentTokenTtlSec' | 'publicHost'>;
-  adminToken: string;
-  signingPublicKey: string;
-  mqttPort: () => number;
-  rollouts: RolloutService;
-  builds: BuildQueue;
-  onDeviceRevoked: (deviceId: string) => Promise<void>;
-  now: () => Date;
-  logger?: boolean | object;
-}
+export type { AppDeps } from './app-deps.js';
 
-export type Caller = { kind: 'admin' } | { kind: 'device'; deviceId: string };
-
-/** Per-route access, set in the route's `config`. */
-export interface RouteAccess {
-  public?: boolean;
-  deviceAccess?: boolean;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    caller?: Caller;
-  }
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb);
-}
+/** The route plugins, one per resource, each mounted under /v1. A new resource is one more line. */
+const V1_PLUGINS = [healthRoutes, enrollmentRoutes, deviceRoutes, modelRoutes, datasetRoutes, buildRoutes, rolloutRoutes, bundleRoutes];
 
 /**
  * Builds the Fastify app without listening, so tests drive it with inject() and the server
  * adapter decides where it listens.
  */
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: 1 << 20 });
-  installErrorHandling(app);
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    bodyLimit: 1 << 20,
+    // Unknown fields are refused (every object schema says additionalProperties: false), never
+    // silently removed: Fastify's default would drop them and run the request without them.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    schemaErrorFormatter,
+    frameworkErrors,
+    clientErrorHandler,
+  }).withTypeProvider<TypeBoxTypeProvider>();
 
-  // Model uploads arrive as raw bytes; hand the stream itself to the route so it goes straight
-  // to the blob store with the size limit enforced as it streams.
+  installErrorHandling(app);
+  installAccessControl(app, createAuthenticator(deps));
+  installRouteContract(app);
+
+  // Model and dataset uploads arrive as raw bytes; hand the stream itself to the route so it goes
+  // straight to the blob store with the size limit enforced as it streams.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  // Authorization is decided on the matched route, never on the raw URL: a percent-encoded
-  // path ("/%761/...") decodes to a real route but would slip past a prefix check on req.url.
-  // Every route needs the admin token unless its config says `public` (enroll, health) or
-  // `deviceAccess` (bundle downloads, also open to the device's own signed credential).
-  app.decorateRequest('caller', undefined);
-  app.addHook('onRequest', async (req: FastifyRequest) => {
-    const config = (req.routeOptions.config ?? {}) as RouteAccess;
-    if (config.public || !req.routeOptions.url) return; // unmatched routes fall through to the 404 handler
-    const header = req.headers.authorization ?? '';
-    const [scheme, value] = header.split(' ', 2) as [string, string | undefined];
-    if (scheme === 'Bearer' && value && sameSecret(value, deps.adminToken)) {
-      req.caller = { kind: 'admin' };
-      return;
-    }
-    if (scheme === 'Device' && value && config.deviceAccess) {
-      const [deviceId = '', credential = ''] = value.split(':', 2);
-      const device = deps.store.getDevice(deviceId);
-      if (device && !device.revokedAt && checkDeviceCredential(deviceId, credential, device.publicKey, deps.now(), 'http').ok) {
-        req.caller = { kind: 'device', deviceId };
-        return;
-      }
-    }
-    throw new HttpError(401, 'UNAUTHORIZED', header ? 'credential not accepted' : 'missing Authorization header (Bearer <admin token>)');
-  });
-
-  app.get('/v1/health', { config: { public: true } }, async () => ({ status: 'ok' }));
-  registerDeviceRoutes(app, deps);
-  registerModelRoutes(app, deps);
-  registerDatasetRoutes(app, deps);
-  registerBuildRoutes(app, deps);
-  registerRolloutRoutes(app, deps);
-  registerBundleRoutes(app, deps);
+  registerOpenApi(app);
+  for (const plugin of V1_PLUGINS) void app.register(plugin, { prefix: '/v1', deps });
   return app;
-}
-
-export function requireAdmin(req: FastifyRequest): void {
-  if (req.caller?.kind !== 'admin') throw new HttpError(403, 'FORBIDDEN', 'this endpoint needs the admin token');
 }
