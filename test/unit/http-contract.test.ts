@@ -193,6 +193,14 @@ test('an unknown body field is a 400 that names it, and nothing happens', async 
   assert.match(errorOf(await app.inject({ method: 'POST', url: '/v1/builds', headers: ADMIN, payload: {} }), 400).message, /missing required field 'modelId'/);
 });
 
+test('a body value of the wrong type is refused, not coerced (only the URL, which is text, is)', async () => {
+  assert.match(errorOf(await app.inject({ method: 'POST', url: '/v1/enrollment-tokens', headers: ADMIN, payload: { ttlSec: '600' } }), 400).message, /body\.ttlSec must be integer/);
+  assert.match(errorOf(await app.inject({ method: 'POST', url: '/v1/builds', headers: ADMIN, payload: { modelId: 'mdl_x', profiles: 'x86-64-gateway' } }), 400).message, /body\.profiles must be array/);
+  const ok = await app.inject({ method: 'POST', url: '/v1/enrollment-tokens', headers: ADMIN, payload: { ttlSec: 600 } });
+  assert.equal(ok.statusCode, 201, ok.body);
+  assert.equal(Date.parse(json(ok).expiresAt) - t.clock.ms, 600_000);
+});
+
 test('enrollment refuses unknown fields too, even inside the facts, and the token survives', async () => {
   const token = json(await app.inject({ method: 'POST', url: '/v1/enrollment-tokens', headers: ADMIN })).token as string;
   const body = { v: PROTOCOL_VERSION, token, publicKey: generateKeyPair().publicKey, facts: facts() };

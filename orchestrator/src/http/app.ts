@@ -5,6 +5,7 @@ import type { AppDeps } from './app-deps.js';
 import { installRouteContract } from './contract.js';
 import { clientErrorHandler, frameworkErrors, installErrorHandling, schemaErrorFormatter } from './errors.js';
 import { registerOpenApi } from './openapi.js';
+import { createValidatorCompiler } from './validation.js';
 import { buildRoutes } from './routes/builds.js';
 import { bundleRoutes } from './routes/bundles.js';
 import { datasetRoutes } from './routes/datasets.js';
@@ -27,14 +28,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({
     logger: deps.logger ?? false,
     bodyLimit: 1 << 20,
-    // Unknown fields are refused (every object schema says additionalProperties: false), never
-    // silently removed: Fastify's default would drop them and run the request without them.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
     schemaErrorFormatter,
     frameworkErrors,
     clientErrorHandler,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  // Unknown fields are refused (every object schema says additionalProperties: false), never
+  // silently removed as Fastify's default validator would; bodies are not type-coerced.
+  app.setValidatorCompiler(createValidatorCompiler());
   installErrorHandling(app);
   installAccessControl(app, createAuthenticator(deps));
   installRouteContract(app);

@@ -5,7 +5,7 @@
  */
 import { Type, type Static, type TObject, type TProperties, type TSchema, type TUnsafe } from '@sinclair/typebox';
 import {
-  BenchmarkResultSchema, DeviceFactsSchema, ERROR_CATALOGUE, ERROR_CODES, EdgepackError, HeartbeatSchema, ManifestSchema,
+  BenchmarkResultSchema, DeviceFactsSchema, ERROR_CODES, EdgepackError, HeartbeatSchema, ManifestSchema,
   TensorSpecSchema, type BenchmarkResult, type ErrorCode, type TensorSpec,
 } from '@edgepack/protocol';
 
@@ -115,11 +115,6 @@ export type ErrorResponse = Static<typeof ErrorResponseSchema>;
 
 export function errorBody(code: ErrorCode, message: string): ErrorResponse {
   return { error: { code, message } };
-}
-
-/** The catalogue codes answering with `status`, for response descriptions. */
-export function codesWithStatus(status: number): ErrorCode[] {
-  return ERROR_CODES.filter((c) => ERROR_CATALOGUE[c].status === status);
 }
 
 // --- wire types that views reuse as they are ---

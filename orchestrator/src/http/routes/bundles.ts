@@ -72,7 +72,6 @@ export const bundleRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async
     config: { access: Access.readOrDevice, errors: ['BUNDLE_NOT_FOUND', 'BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'RANGE_NOT_SATISFIABLE'] },
     schema: {
       summary: 'A bundle file, whole or one byte range (Range: bytes=a-b)', tags: ['bundles'], params: FileParams,
-      produces: ['application/octet-stream'],
       response: { 200: Binary('the whole file'), 206: Binary('the requested range, with Content-Range') },
     },
   }, async (req, reply) => {
