@@ -177,6 +177,24 @@ test('the access hook: roles get what their route lists, 403 for the rest, 401 w
 
 // --- strict input ---
 
+test('every object in every route\'s body, query string and path parameters refuses unknown fields', () => {
+  const open: string[] = [];
+  const walk = (node: unknown, where: string): void => {
+    if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${where}[${i}]`));
+    if (typeof node !== 'object' || node === null) return;
+    const s = node as Record<string, unknown>;
+    // A map keyed by name (patternProperties) is open by design; every other object is closed.
+    if ((s.type === 'object' || s.properties) && s.additionalProperties !== false && !s.patternProperties) open.push(where);
+    for (const [k, v] of Object.entries(s)) walk(v, `${where}.${k}`);
+  };
+  for (const r of apiRoutes()) {
+    const schema = r.schema as Record<string, unknown>;
+    for (const part of ['body', 'querystring', 'params']) if (schema[part]) walk(schema[part], `${r.method} ${r.url} ${part}`);
+    assert.ok(schema.querystring, `${r.method} ${r.url} has a querystring schema`);
+  }
+  assert.deepEqual(open, []);
+});
+
 test('an unknown body field is a 400 that names it, and nothing happens', async () => {
   const before = t.store.listRollouts().length;
   const waves = errorOf(await app.inject({ method: 'POST', url: '/v1/rollouts', headers: ADMIN, payload: { buildId: 'bld_x', target: {}, waves: [{ percent: 10 }] } }), 400);
