@@ -60,3 +60,12 @@ export async function testDeps(prefix: string): Promise<TestDeps> {
     },
   };
 }
+
+/**
+ * An AppDeps logger that keeps every line it is given, at error level and above. The one place
+ * tests build an HTTP logger, so a change in how AppDeps.logger is made (options object or a
+ * logger instance) is one change here.
+ */
+export function capturingLogger(lines: string[]): AppDeps['logger'] {
+  return { level: 'error', stream: { write: (line: string) => { lines.push(line); } } };
+}

@@ -16,7 +16,7 @@ import { installErrorHandling } from '@edgepack/orchestrator/http/errors.js';
 import { DeviceView } from '@edgepack/orchestrator/http/routes/devices.js';
 import { ModelView } from '@edgepack/orchestrator/http/routes/models.js';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { ADMIN, testDeps, type TestDeps } from '../support/http-app.js';
+import { ADMIN, capturingLogger, testDeps, type TestDeps } from '../support/http-app.js';
 import { repoRoot } from '../support/paths.js';
 
 let t: TestDeps;
@@ -408,7 +408,7 @@ test('POST /v1/builds answers 202 with a Location that GET /v1/builds/:id and GE
 
 test('every catalogue code answers with its catalogue status; a code outside it is a bug: 500, logged', async () => {
   const lines: string[] = [];
-  const other = buildApp({ ...t.deps, logger: { level: 'error', stream: { write: (s: string) => { lines.push(s); } } } });
+  const other = buildApp({ ...t.deps, logger: capturingLogger(lines) });
   other.get('/v1/raise', { config: { access: Access.public }, schema: { querystring: { type: 'object', properties: { code: { type: 'string' } }, additionalProperties: false } } }, async (req) => {
     throw new EdgepackError((req.query as { code: string }).code as ErrorCode, `raised ${(req.query as { code: string }).code}`);
   });
