@@ -33,7 +33,7 @@ interface Classified {
 /** Maps anything thrown on the way to a reply onto one catalogue code. */
 export function classifyError(err: unknown, requestId: string): Classified {
   const raw = errorCode(err);
-  if ((err as { validation?: unknown }).validation) return { code: 'VALIDATION_FAILED', message: errorMessage(err), fault: false };
+  if (typeof err === 'object' && err !== null && (err as { validation?: unknown }).validation) return { code: 'VALIDATION_FAILED', message: errorMessage(err), fault: false };
   if (raw && DISK_FULL.has(raw)) return { code: 'STORAGE_FULL', message: 'the orchestrator has no space left in its data dir; nothing was stored', fault: true };
   const code = raw?.startsWith('FST_') ? FASTIFY_CODES[raw] : raw;
   if (isErrorCode(code)) {
