@@ -2,9 +2,9 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
-  DesiredStateSchema, DeviceTopic, NoticeSchema, PROTOCOL_VERSION, Validator, createChunkDecoder, createDeviceCredential,
-  createManifestVerifier, deviceTopic, errorCode, errorMessage, verifyDesiredSignature, verifyFileIntegrity,
-  type BenchmarkResult, type DesiredState, type Heartbeat, type StatusReport,
+  DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, Validator, catalogueCode, createChunkDecoder,
+  createDeviceCredential, createManifestVerifier, deviceTopic, errorCode, errorMessage, isErrorCode, verifyDesiredSignature,
+  verifyFileIntegrity, type BenchmarkResult, type DesiredState, type ErrorCode, type Heartbeat, type StatusReport,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
@@ -31,10 +31,11 @@ export interface AgentOptions {
 }
 
 /** Refusals that end the transfer they concern; see the notice handling in onMessage. */
-const FATAL_NOTICES = ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'];
+const FATAL_NOTICES: readonly string[] = ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'] satisfies ErrorCode[];
 
-class StepError extends Error {
-  constructor(readonly code: string, message: string, readonly result?: BenchmarkResult) { super(message); }
+/** A step's failure with the catalogue code it is reported under, and the figures measured, if any. */
+class StepError extends EdgepackError {
+  constructor(code: ErrorCode, message: string, readonly result?: BenchmarkResult) { super(code, message); }
 }
 
 /**
@@ -178,7 +179,8 @@ export class Agent {
         // A notice naming a bundle only concerns that bundle's transfer; a late one about an
         // earlier bundle must not fail the current one. Unnamed notices: refusal codes only.
         if (!dl || (bundleId !== undefined && bundleId !== dl.bundleId)) return;
-        if (FATAL_NOTICES.includes(code) || (code === 'INTERNAL_ERROR' && bundleId === dl.bundleId)) dl.fail(new StepError(code, message));
+        // The code arrived over the wire: a newer orchestrator may send one this agent does not know.
+        if (isErrorCode(code) && (FATAL_NOTICES.includes(code) || (code === 'INTERNAL_ERROR' && bundleId === dl.bundleId))) dl.fail(new StepError(code, message));
       }
     } catch (err) {
       // Nothing a broker delivers may take the agent down.
@@ -301,7 +303,7 @@ export class Agent {
     try {
       this.verify(desired.bundle, { trustedPublicKey: this.id.orchestratorPublicKey, expectedProfile: this.id.profile, now: new Date() });
     } catch (err) {
-      return this.finishEarly(d, 'failed', errorCode(err) ?? 'VERIFY_FAILED', errorMessage(err));
+      return this.finishEarly(d, 'failed', catalogueCode(err, 'VERIFY_FAILED'), errorMessage(err));
     }
     if (active?.bundleId === manifest.bundleId) {
       return this.finishEarly({ ...d, ...(this.state.lastBenchmark ? { result: this.state.lastBenchmark } : {}) }, 'done');
@@ -312,7 +314,7 @@ export class Agent {
     this.kick();
   }
 
-  private async finishEarly(d: Deployment, phase: 'failed' | 'done', code?: string, reason?: string): Promise<void> {
+  private async finishEarly(d: Deployment, phase: 'failed' | 'done', code?: ErrorCode, reason?: string): Promise<void> {
     const done: Deployment = { ...d, phase, ...(code ? { code } : {}), ...(reason ? { reason } : {}), updatedAt: new Date().toISOString() };
     this.state.deployment = done;
     await this.persist();
@@ -397,10 +399,12 @@ export class Agent {
       }
     } catch (err) {
       if (this.stopped) return;
-      const raw = err instanceof StepError ? err.code : errorCode(err) ?? 'STEP_FAILED';
+      // Reports carry catalogue codes only; a Node or library code (ENOENT, say) stays in the reason.
+      const raw = errorCode(err);
       const diskFull = raw === 'ENOSPC' || raw === 'EDQUOT';
-      const code = diskFull ? 'DISK_FULL' : raw;
-      const reason = diskFull ? `${d.phase}: no space left in ${this.o.dataDir} (${errorMessage(err)})` : `${d.phase}: ${errorMessage(err)}`;
+      const code: ErrorCode = diskFull ? 'DISK_FULL' : catalogueCode(err, 'STEP_FAILED');
+      const foreign = raw && !isErrorCode(raw) ? `[${raw}] ` : '';
+      const reason = diskFull ? `${d.phase}: no space left in ${this.o.dataDir} (${errorMessage(err)})` : `${d.phase}: ${foreign}${errorMessage(err)}`;
       const result = err instanceof StepError && err.result ? { result: err.result } : {};
       await this.transition(d, 'error', { code, reason, ...result });
       if (d.phase === 'downloading' || d.phase === 'verifying' || d.phase === 'installing') {

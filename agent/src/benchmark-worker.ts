@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { GoldenFileSchema, Validator, modelFile, type BenchmarkResult, type Manifest } from '@edgepack/protocol';
+import { EdgepackError, GoldenFileSchema, Validator, catalogueCode, errorMessage, modelFile, type BenchmarkResult, type Manifest } from '@edgepack/protocol';
 import { decodeGolden, latencySummary, maxAbsDiff } from './benchmark-stats.js';
 import type { ModelRunner, RunnerOptions } from './runtime/runner.js';
 
@@ -29,9 +29,9 @@ export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> 
   const { manifest } = job;
   const bytes = new Uint8Array(await readFile(join(job.bundleDir, modelFile(manifest).path)));
   const goldenParsed = new Validator('golden file', GoldenFileSchema).parse(await readFile(join(job.bundleDir, manifest.golden.file)), 256 << 20);
-  if (!goldenParsed.ok) throw Object.assign(new Error(goldenParsed.reason), { code: 'GOLDEN_INVALID' });
+  if (!goldenParsed.ok) throw new EdgepackError('GOLDEN_INVALID', goldenParsed.reason);
   const samples = decodeGolden(goldenParsed.value);
-  if (samples.length === 0) throw Object.assign(new Error('bundle has no golden samples to check'), { code: 'GOLDEN_INVALID' });
+  if (samples.length === 0) throw new EdgepackError('GOLDEN_INVALID', 'bundle has no golden samples to check');
 
   const t0 = performance.now();
   const runner = await createRunner(manifest, bytes, { providers: job.providers, intraOpThreads: 1 });
@@ -77,7 +77,7 @@ if (process.send) {
   process.once('message', (job: BenchmarkJob) => {
     runBenchmark(job).then(
       (result) => process.send!({ ok: true, result }, () => process.exit(0)),
-      (err: Error & { code?: string }) => process.send!({ ok: false, code: err.code ?? 'BENCHMARK_FAILED', message: err.message }, () => process.exit(0)),
+      (err: unknown) => process.send!({ ok: false, code: catalogueCode(err, 'BENCHMARK_FAILED'), message: errorMessage(err) }, () => process.exit(0)),
     );
   });
 }

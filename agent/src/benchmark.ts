@@ -1,6 +1,6 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { EdgepackError, type BenchmarkResult } from '@edgepack/protocol';
+import { EdgepackError, catalogueCode, type BenchmarkResult, type ErrorCode } from '@edgepack/protocol';
 import type { BenchmarkJob } from './benchmark-worker.js';
 
 /** Runs the benchmark in a child process with a time limit; a crash or hang becomes a coded error. */
@@ -21,8 +21,9 @@ export function benchmarkInChild(job: BenchmarkJob, timeoutMs: number): Promise<
       if (outcome instanceof Error) reject(outcome);
       else resolve(outcome);
     };
-    child.on('message', (m: { ok: true; result: BenchmarkResult } | { ok: false; code: string; message: string }) => {
-      finish(m.ok ? m.result : new EdgepackError(m.code, m.message));
+    child.on('message', (m: { ok: true; result: BenchmarkResult } | { ok: false; code: ErrorCode; message: string }) => {
+      // The code crossed a process boundary: trust it only if it is in the catalogue.
+      finish(m.ok ? m.result : new EdgepackError(catalogueCode(m.code, 'BENCHMARK_FAILED'), m.message));
     });
     child.on('exit', (code, signal) => finish(new EdgepackError('BENCHMARK_CRASHED', `benchmark process exited (${signal ?? code}) without a result${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`)));
     child.on('error', (err) => finish(new EdgepackError('BENCHMARK_CRASHED', err.message)));

@@ -1,11 +1,15 @@
+import type { ErrorCode } from './error-catalogue.js';
+
 /**
- * Every failure that crosses a module boundary carries a stable `code`. Callers branch on
- * `code`, never on message text, so messages can be improved without breaking anyone.
+ * Every failure that crosses a module boundary carries a stable `code` from the error
+ * catalogue (error-catalogue.ts). Callers branch on `code`, never on message text, so messages
+ * can be improved without breaking anyone. The one base class for errors with a code: HTTP
+ * status and retryability come from the catalogue, not from the thrower.
  */
 export class EdgepackError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly details?: Record<string, unknown>;
-  constructor(code: string, message: string, details?: Record<string, unknown>) {
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
     super(message);
     this.name = new.target.name;
     this.code = code;

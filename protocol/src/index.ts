@@ -1,4 +1,5 @@
 export * from './errors.js';
+export * from './error-catalogue.js';
 export * from './version.js';
 export * from './topics.js';
 export * from './canonical-json.js';

@@ -82,6 +82,10 @@ export type DesiredState = Static<typeof DesiredStateSchema>;
 /** Answer to an invalid or refused message, so a device learns why instead of waiting. */
 export const NoticeSchema = Type.Object({
   v,
+  /**
+   * A code from the error catalogue (error-catalogue.ts). Any string is accepted on the wire, so
+   * an agent older than the orchestrator still reads a notice with a code it does not know.
+   */
   code: Type.String(),
   message: Type.String(),
   topic: Type.Optional(Type.String()),
@@ -112,6 +116,7 @@ export const StatusReportSchema = Type.Object({
   rolloutId: Type.String(),
   bundleId: Type.String(),
   state: DeviceStateSchema,
+  /** Why a deployment failed: a code from the error catalogue (accepted as any string, as in notices). */
   code: Type.Optional(Type.String()),
   reason: Type.Optional(Type.String({ maxLength: 4096 })),
   result: Type.Optional(BenchmarkResultSchema),

@@ -1,7 +1,8 @@
 import { type TSchema, type Static } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import type { ErrorCode } from './error-catalogue.js';
 
-export type Parsed<T> = { ok: true; value: T } | { ok: false; code: string; reason: string };
+export type Parsed<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; reason: string };
 
 /**
  * A compiled validator for one schema. Compiled once per schema by whoever owns the schema

@@ -29,7 +29,7 @@ before(async () => {
     const up = await orch.api('POST', `/v1/models?name=recovery&version=${seed}`, buildTinyMlpModel({ seed: 300 + seed }));
     assert.equal(up.status, 201, JSON.stringify(up.body));
     const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['x86-64-gateway'] });
-    assert.equal(b.status, 201, JSON.stringify(b.body));
+    assert.equal(b.status, 202, JSON.stringify(b.body));
     started.push(b.body.build.id as string);
   }
   for (const id of started) {

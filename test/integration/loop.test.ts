@@ -59,7 +59,8 @@ test('enroll → upload → build → roll out: both devices report active with 
   assert.equal(up.body.model.inputs[0].name, 'input');
 
   const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id });
-  assert.equal(b.status, 201);
+  assert.equal(b.status, 202);
+  assert.equal(b.headers.location, `/v1/builds/${b.body.build.id}`);
   const build = await until('build finished', async () => {
     const r = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
     return r.body.build.status !== 'queued' && r.body.build.status !== 'running' && r.body.build;

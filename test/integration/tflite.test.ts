@@ -118,7 +118,7 @@ test('a .tflite uploaded directly is inspected, packaged as is, and runs on the 
   const up = await orch.api('POST', '/v1/models?name=direct-tflite&version=1', bytes);
   assert.equal(up.status, 201, JSON.stringify(up.body));
   assert.equal(up.body.model.format, 'tflite');
-  assert.equal(up.body.model.precision, 'int8');
+  assert.equal(up.body.model.details.precision, 'int8');
   assert.deepEqual(up.body.model.inputs[0].shape, [1, 28, 28, 1]);
 
   const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['coral-dev-board', 'x86-64-gateway'] });

@@ -72,7 +72,7 @@ export interface Orchestrator {
   mqttPort: number;
   dataDir: string;
   adminToken: string;
-  api: <T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number; body: T }>;
+  api: <T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number; body: T; headers: Record<string, string> }>;
   stop: () => Promise<void>;
 }
 
@@ -97,7 +97,7 @@ export async function startOrchestrator(dataDir: string, extraArgs: string[] = [
       const text = await res.text();
       let parsed: unknown = text;
       try { parsed = JSON.parse(text); } catch { /* keep text */ }
-      return { status: res.status, body: parsed as any };
+      return { status: res.status, body: parsed as any, headers: Object.fromEntries(res.headers) };
     },
     stop: async () => { await proc.kill('SIGTERM'); },
   };

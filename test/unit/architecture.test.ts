@@ -88,3 +88,15 @@ test('orchestrator core/ never reads the clock or draws random numbers: time com
     }
   }
 });
+
+test('HTTP route plugins never import app.ts (no import circle) and never check roles themselves', async () => {
+  const http = join(repoRoot(), 'orchestrator/src/http');
+  const routes = await sources(join(http, 'routes'));
+  assert.ok(routes.length >= 5, 'route plugins found');
+  for (const file of routes) {
+    for (const target of await relativeImports(file)) assert.notEqual(target, join(http, 'app.ts'), `${file} imports app.ts`);
+    const text = await readFile(file, 'utf8');
+    // Access is declared in route options and enforced by one hook; handlers do not decide it.
+    assert.doesNotMatch(text, /requireAdmin|\.role\s*[!=]==|'UNAUTHORIZED'|'FORBIDDEN'/, `${file} decides access itself`);
+  }
+});

@@ -233,9 +233,9 @@ test('enrollment: an expired token is refused', async () => {
   }
 });
 
-test('enrollment: an unknown profile is 400 PROFILE_NOT_FOUND and does not burn the token', async () => {
+test('enrollment: an unknown profile is 404 PROFILE_NOT_FOUND and does not burn the token', async () => {
   const token = await newToken();
-  assert.equal(errorOf(await enroll(token, X86, { profile: 'cray-1' }), 400), 'PROFILE_NOT_FOUND');
+  assert.equal(errorOf(await enroll(token, X86, { profile: 'cray-1' }), 404), 'PROFILE_NOT_FOUND');
   const ok = await enroll(token, X86, { profile: 'x86-64-gateway' });
   assert.equal(ok.statusCode, 201, ok.body);
 });
@@ -413,16 +413,17 @@ test('models: over the size limit → 413 PAYLOAD_TOO_LARGE, declared or streame
 
 // --- builds ---
 
-test('builds: unknown profile → 400 PROFILE_NOT_FOUND; unknown model → 404', async () => {
-  assert.equal(errorOf(await app.inject({ method: 'POST', url: '/v1/builds', headers: AUTH, payload: { modelId, profiles: ['raspberry-pi-4', 'amiga-500'] } }), 400), 'PROFILE_NOT_FOUND');
+test('builds: unknown profile → 404 PROFILE_NOT_FOUND; unknown model → 404', async () => {
+  assert.equal(errorOf(await app.inject({ method: 'POST', url: '/v1/builds', headers: AUTH, payload: { modelId, profiles: ['raspberry-pi-4', 'amiga-500'] } }), 404), 'PROFILE_NOT_FOUND');
   assert.equal(errorOf(await app.inject({ method: 'POST', url: '/v1/builds', headers: AUTH, payload: { modelId: 'mdl_nope' } }), 404), 'MODEL_NOT_FOUND');
   assert.equal(errorOf(await app.inject({ url: '/v1/builds/bld_nope', headers: AUTH }), 404), 'BUILD_NOT_FOUND');
 });
 
-test('builds: POST → 201 queued, then built for ONNX profiles and skipped with a reason for coral/esp32', async () => {
+test('builds: POST → 202 queued with Location, then built for ONNX profiles and skipped with a reason for coral/esp32', async () => {
   const res = await app.inject({ method: 'POST', url: '/v1/builds', headers: AUTH, payload: { modelId } });
-  assert.equal(res.statusCode, 201, res.body);
+  assert.equal(res.statusCode, 202, res.body);
   const created = json(res).build;
+  assert.equal(res.headers.location, `/v1/builds/${created.id}`);
   assert.equal(created.status, 'queued');
   assert.equal(created.artifacts.length, 6);
   for (const a of created.artifacts) assert.equal(a.status, 'pending');
@@ -455,7 +456,7 @@ test('builds: POST → 201 queued, then built for ONNX profiles and skipped with
 
 test('builds: a subset of profiles builds only those', async () => {
   const res = await app.inject({ method: 'POST', url: '/v1/builds', headers: AUTH, payload: { modelId, profiles: ['esp32-s3', 'esp32-s3'] } });
-  assert.equal(res.statusCode, 201, res.body);
+  assert.equal(res.statusCode, 202, res.body);
   await builds.idle();
   const b = json(await app.inject({ url: `/v1/builds/${json(res).build.id}`, headers: AUTH })).build;
   assert.deepEqual(b.artifacts.map((a: { profile: string }) => a.profile), ['esp32-s3']);
@@ -586,8 +587,8 @@ test('bundles: ranges outside the file → 416 RANGE_NOT_SATISFIABLE with bytes 
 
 test('bundles: unknown bundle or file → 404', async () => {
   assert.equal(errorOf(await app.inject({ url: '/v1/bundles/bdl_nope/files/model.onnx', headers: AUTH }), 404), 'BUNDLE_NOT_FOUND');
-  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-5', 'secrets.txt'), headers: AUTH }), 404), 'NOT_FOUND');
-  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-5', '..%2F..%2Fedgepack.db'), headers: AUTH }), 404), 'NOT_FOUND');
+  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-5', 'secrets.txt'), headers: AUTH }), 404), 'FILE_NOT_IN_BUNDLE');
+  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-5', '..%2F..%2Fedgepack.db'), headers: AUTH }), 404), 'FILE_NOT_IN_BUNDLE');
 });
 
 test('bundles: a device credential downloads the bundle assigned to that device, with ranges', async () => {
@@ -599,12 +600,14 @@ test('bundles: a device credential downloads the bundle assigned to that device,
   assert.deepEqual(res.rawPayload, modelBytes.subarray(0, 100));
 });
 
-test('bundles: a device may not fetch a bundle that is not assigned to it (403)', async () => {
+test('bundles: a device may not fetch a bundle that is not assigned to it (403), nor learn whether one exists', async () => {
   const pi5 = devices.pi5!;
-  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-4'), headers: deviceAuth(pi5) }), 403), 'FORBIDDEN');
-  assert.equal(errorOf(await app.inject({ url: `/v1/bundles/${bundleFor['jetson-orin-nano']}`, headers: deviceAuth(pi5) }), 403), 'FORBIDDEN');
+  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-4'), headers: deviceAuth(pi5) }), 403), 'BUNDLE_NOT_ASSIGNED');
+  assert.equal(errorOf(await app.inject({ url: `/v1/bundles/${bundleFor['jetson-orin-nano']}`, headers: deviceAuth(pi5) }), 403), 'BUNDLE_NOT_ASSIGNED');
   // the coral was planned failed: nothing is assigned to it
-  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-5'), headers: deviceAuth(devices.coral!) }), 403), 'FORBIDDEN');
+  assert.equal(errorOf(await app.inject({ url: fileUrl('raspberry-pi-5'), headers: deviceAuth(devices.coral!) }), 403), 'BUNDLE_NOT_ASSIGNED');
+  // an id that names no bundle answers exactly like one that is not the device's
+  assert.equal(errorOf(await app.inject({ url: '/v1/bundles/bdl_nope', headers: deviceAuth(pi5) }), 403), 'BUNDLE_NOT_ASSIGNED');
 });
 
 test('bundles: device credentials are refused when stale, forged, revoked, or used outside /v1/bundles', async () => {

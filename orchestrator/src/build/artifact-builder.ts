@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
 import type { Profile } from '@edgepack/firmware-profiles';
-import { encodeTensor, errorMessage, type GoldenFile, type TensorSpec } from '@edgepack/protocol';
+import { EdgepackError, encodeTensor, errorMessage, type GoldenFile, type TensorSpec } from '@edgepack/protocol';
 import { BlobStore } from '../blob-store.js';
 import { decodeModel, type ModelProto } from '../onnx/onnx-model.js';
 import { inferShapes, staticSize } from '../onnx/shape-inference.js';
@@ -168,7 +168,7 @@ async function produceOnnx(c: Candidate, original: Uint8Array, proto: ModelProto
       metrics: { sizeBytes: original.length, sizeRatio: 1, estimatedRamBytes: onnxRam(original.length, largest), samples: 0, data: dataKind, top1Agreement: 1, maxAbsError: 0, cosineMin: 1 },
     };
   }
-  if (c.precision === 'int8-static' && !calibration) throw Object.assign(new Error('int8-static needs calibration data: upload it with POST /v1/models/:id/datasets?kind=calibration'), { code: 'CALIBRATION_REQUIRED' });
+  if (c.precision === 'int8-static' && !calibration) throw new EdgepackError('CALIBRATION_REQUIRED', 'int8-static needs calibration data: upload it with POST /v1/models/:id/datasets?kind=calibration');
   const { bytes, report } = await optimizeModelBytes(proto, {
     precision: c.precision as 'fp16' | 'int8-dynamic' | 'int8-static',
     ...(calibration ? { calibration } : {}),
@@ -192,7 +192,7 @@ async function produceOnnx(c: Candidate, original: Uint8Array, proto: ModelProto
 
 async function produceTflite(c: Candidate, original: Uint8Array, calibration: Dataset | undefined, evalData: Dataset, labels: number[] | undefined,
   dataKind: CandidateMetrics['data'], largest: number, reference: () => Promise<Float32Array>): Promise<Produced> {
-  if (c.precision === 'int8' && !calibration) throw Object.assign(new Error('full-integer int8 needs calibration data: upload it with POST /v1/models/:id/datasets?kind=calibration'), { code: 'CALIBRATION_REQUIRED' });
+  if (c.precision === 'int8' && !calibration) throw new EdgepackError('CALIBRATION_REQUIRED', 'full-integer int8 needs calibration data: upload it with POST /v1/models/:id/datasets?kind=calibration');
   const conv = await convertOnnxToTflite(original, {
     precision: c.precision as 'fp32' | 'int8-dynamic' | 'int8',
     ...(calibration ? { calibration: { data: calibration.data, shape: calibration.shape, maxSamples: 64 } } : {}),

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Profile } from '@edgepack/firmware-profiles';
-import { errorMessage, type Precision } from '@edgepack/protocol';
+import { EdgepackError, errorMessage, type Precision } from '@edgepack/protocol';
 import type { BlobStore } from '../blob-store.js';
 import type { Store } from '../db/store.js';
 import type { ArtifactRecord } from '../records.js';
@@ -28,19 +28,19 @@ function goldenTolerance(o: ArtifactOutcome): number {
 
 function runWorker(job: BuildJob, onProgress: (m: Extract<WorkerMessage, { type: 'progress' }>) => void, signal?: AbortSignal): Promise<ArtifactOutcome[]> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(Object.assign(new Error('the orchestrator is shutting down'), { code: 'BUILD_INTERRUPTED' }));
+    if (signal?.aborted) return reject(new EdgepackError('BUILD_INTERRUPTED', 'the orchestrator is shutting down'));
     const worker = new Worker(new URL('./build-worker.js', import.meta.url), { workerData: job });
     let settled = false;
     signal?.addEventListener('abort', () => {
       if (settled) return;
       settled = true;
       void worker.terminate();
-      reject(Object.assign(new Error('the orchestrator shut down during the build; start it again'), { code: 'BUILD_INTERRUPTED' }));
+      reject(new EdgepackError('BUILD_INTERRUPTED', 'the orchestrator shut down during the build; start it again'));
     }, { once: true });
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'progress') onProgress(m);
       else if (m.type === 'done') { settled = true; resolve(m.outcomes); void worker.terminate(); }
-      else { settled = true; reject(Object.assign(new Error(m.message), { code: m.code })); void worker.terminate(); }
+      else { settled = true; reject(new EdgepackError(m.code, m.message)); void worker.terminate(); }
     });
     worker.on('error', (err) => { if (!settled) { settled = true; reject(err); } });
     worker.on('exit', (code) => { if (!settled) { settled = true; reject(new Error(`build worker exited with code ${code}`)); } });

@@ -135,4 +135,16 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
     // retry a bundle it had refused.
     sql: `ALTER TABLE actions ADD COLUMN desired_seq INTEGER;`,
   },
+  {
+    version: 5,
+    name: 'list order indexes',
+    // API lists are keyset pages over (created_at, id); these keep a page an index range scan.
+    sql: `
+      CREATE INDEX devices_by_created ON devices(created_at, id);
+      CREATE INDEX models_by_created ON models(created_at, id);
+      CREATE INDEX builds_by_created ON builds(created_at, id);
+      CREATE INDEX rollouts_by_created ON rollouts(created_at, id);
+      CREATE INDEX datasets_by_model_created ON datasets(model_id, created_at, id);
+    `,
+  },
 ];

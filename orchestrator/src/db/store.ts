@@ -47,9 +47,42 @@ function toAction(r: Row): ActionRecord {
   };
 }
 
+function toRollout(r: Row): RolloutRecord {
+  return {
+    id: r.id as string, buildId: r.build_id as string, status: r.status as RolloutStatus, target: json(r.target, {}),
+    createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null,
+  };
+}
+
+/** A list page: keyset pagination over (created_at, id), oldest first. */
+export interface PageQuery {
+  limit: number;
+  /** Sort key of the last item of the previous page. */
+  after?: { createdAt: string; id: string };
+}
+export interface Page<T> {
+  items: T[];
+  /** Sort key of the last item, when more items follow. */
+  next: { createdAt: string; id: string } | null;
+}
+
 /** All SQL lives here; callers deal in records. */
 export class Store {
   constructor(readonly db: Db) {}
+
+  /**
+   * One page of `table` rows matching `where` (SQL fragments with ? placeholders). Reads one row
+   * past the page to learn whether another page follows, so the last page says `next: null`.
+   */
+  private page<T extends { createdAt: string; id: string }>(table: string, where: [string, ...unknown[]][], q: PageQuery, map: (r: Row) => T): Page<T> {
+    const clauses = [...where];
+    if (q.after) clauses.push(['(created_at, id) > (?, ?)', q.after.createdAt, q.after.id]);
+    const sql = `SELECT * FROM ${table}${clauses.length ? ` WHERE ${clauses.map((c) => c[0]).join(' AND ')}` : ''} ORDER BY created_at, id LIMIT ?`;
+    const rows = this.db.prepare(sql).all(...clauses.flatMap((c) => c.slice(1)), q.limit + 1) as Row[];
+    const items = rows.slice(0, q.limit).map(map);
+    const last = items[items.length - 1];
+    return { items, next: rows.length > q.limit && last ? { createdAt: last.createdAt, id: last.id } : null };
+  }
 
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn)();
@@ -79,6 +112,14 @@ export class Store {
   }
   listDevices(): DeviceRecord[] {
     return (this.db.prepare('SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY created_at, id').all() as Row[]).map(toDevice);
+  }
+  /** Enrolled (unrevoked) devices; `tag` matches one element of the tags array. */
+  pageDevices(filter: { profile?: string; tag?: string; status?: 'online' | 'offline' }, q: PageQuery): Page<DeviceRecord> {
+    const where: [string, ...unknown[]][] = [['revoked_at IS NULL']];
+    if (filter.profile !== undefined) where.push(['profile = ?', filter.profile]);
+    if (filter.status !== undefined) where.push(['status = ?', filter.status]);
+    if (filter.tag !== undefined) where.push(['EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE value = ?)', filter.tag]);
+    return this.page('devices', where, q, toDevice);
   }
   setDeviceTags(id: string, tags: string[]): void {
     this.db.prepare('UPDATE devices SET tags = ? WHERE id = ?').run(JSON.stringify(tags), id);
@@ -139,6 +180,9 @@ export class Store {
   listModels(): ModelRecord[] {
     return (this.db.prepare('SELECT * FROM models ORDER BY created_at, id').all() as Row[]).map(toModel);
   }
+  pageModels(filter: { name?: string }, q: PageQuery): Page<ModelRecord> {
+    return this.page('models', filter.name !== undefined ? [['name = ?', filter.name]] : [], q, toModel);
+  }
 
   // --- builds and artifacts ---
   insertBuild(b: { id: string; modelId: string; profiles: string[]; options: BuildOptions; createdAt: string }): void {
@@ -158,12 +202,20 @@ export class Store {
   }
   getBuild(id: string): BuildRecord | undefined {
     const r = this.db.prepare('SELECT * FROM builds WHERE id = ?').get(id) as Row | undefined;
-    if (!r) return undefined;
-    const artifacts = (this.db.prepare('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(id) as Row[]).map(toArtifact);
+    return r && this.toBuild(r);
+  }
+  private toBuild(r: Row): BuildRecord {
+    const artifacts = (this.db.prepare('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(r.id) as Row[]).map(toArtifact);
     return {
       id: r.id as string, modelId: r.model_id as string, options: json(r.options, {}), status: r.status as BuildStatus, profiles: json(r.profiles, []),
       error: (r.error as string | null) ?? null, progress: json(r.progress, null), createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
     };
+  }
+  pageBuilds(filter: { modelId?: string; status?: BuildStatus }, q: PageQuery): Page<BuildRecord> {
+    const where: [string, ...unknown[]][] = [];
+    if (filter.modelId !== undefined) where.push(['model_id = ?', filter.modelId]);
+    if (filter.status !== undefined) where.push(['status = ?', filter.status]);
+    return this.page('builds', where, q, (r) => this.toBuild(r));
   }
   setBuildProgress(id: string, progress: BuildProgress): void {
     this.db.prepare('UPDATE builds SET progress = ? WHERE id = ?').run(JSON.stringify(progress), id);
@@ -186,6 +238,11 @@ export class Store {
   }
   listDatasets(modelId: string): DatasetRecord[] {
     return (this.db.prepare('SELECT * FROM datasets WHERE model_id = ? ORDER BY created_at, id').all(modelId) as Row[]).map((r) => this.toDataset(r));
+  }
+  pageDatasets(modelId: string, filter: { kind?: DatasetKind }, q: PageQuery): Page<DatasetRecord> {
+    const where: [string, ...unknown[]][] = [['model_id = ?', modelId]];
+    if (filter.kind !== undefined) where.push(['kind = ?', filter.kind]);
+    return this.page('datasets', where, q, (r) => this.toDataset(r));
   }
   latestDataset(modelId: string, kind: DatasetKind): DatasetRecord | undefined {
     const r = this.db.prepare('SELECT * FROM datasets WHERE model_id = ? AND kind = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(modelId, kind) as Row | undefined;
@@ -221,10 +278,13 @@ export class Store {
   }
   getRollout(id: string): RolloutRecord | undefined {
     const r = this.db.prepare('SELECT * FROM rollouts WHERE id = ?').get(id) as Row | undefined;
-    return r && {
-      id: r.id as string, buildId: r.build_id as string, status: r.status as RolloutStatus, target: json(r.target, {}),
-      createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null,
-    };
+    return r && toRollout(r);
+  }
+  pageRollouts(filter: { buildId?: string; status?: RolloutStatus }, q: PageQuery): Page<RolloutRecord> {
+    const where: [string, ...unknown[]][] = [];
+    if (filter.buildId !== undefined) where.push(['build_id = ?', filter.buildId]);
+    if (filter.status !== undefined) where.push(['status = ?', filter.status]);
+    return this.page('rollouts', where, q, toRollout);
   }
   listRollouts(): RolloutRecord[] {
     return (this.db.prepare('SELECT id FROM rollouts ORDER BY created_at, id').all() as Row[]).map((r) => this.getRollout(r.id as string)!);

@@ -1,58 +1,30 @@
-import { timingSafeEqual, createHash, randomBytes } from 'node:crypto';
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
-import type { Profile } from '@edgepack/firmware-profiles';
-import { checkDeviceCredential } from '@edgepack/protocol';
-import type { BlobStore } from '../blob-store.js';
-import type { ServerConfig } from '../config.js';
-import type { Store } from '../db/store.js';
-import type { RolloutService } from '../rollout-service.js';
-import type { BuildQueue } from '../build/build-queue.js';
-import { createLogger, type Logger } from '../logger.js';
-import { HttpError, installErrorHandling } from './errors.js';
-import { registerDeviceRoutes } from './routes/devices.js';
-import { registerDatasetRoutes, registerModelRoutes } from './routes/models.js';
-import { registerBuildRoutes } from './routes/builds.js';
-import { registerRolloutRoutes } from './routes/rollouts.js';
-import { registerBundleRoutes } from './routes/bundles.js';
+import { randomBytes } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { createAuthenticator, installAccessControl } from './access.js';
+import type { AppDeps } from './app-deps.js';
+import { installRouteContract } from './contract.js';
+import { clientErrorHandler, frameworkErrors, installErrorHandling, schemaErrorFormatter } from './errors.js';
+import { registerOpenApi } from './openapi.js';
+import { createValidatorCompiler } from './validation.js';
+import { createLogger } from '../logger.js';
+import { buildRoutes } from './routes/builds.js';
+import { bundleRoutes } from './routes/bundles.js';
+import { datasetRoutes } from './routes/datasets.js';
+import { deviceRoutes } from './routes/devices.js';
+import { enrollmentRoutes } from './routes/enrollment.js';
+import { healthRoutes } from './routes/health.js';
+import { modelRoutes } from './routes/models.js';
+import { rolloutRoutes } from './routes/rollouts.js';
 
-export interface AppDeps {
-  store: Store;
-  blobs: BlobStore;
-  profiles: readonly Profile[];
-  config: Pick<ServerConfig, 'maxModelBytes' | 'heartbeatSec' | 'enrollmentTokenTtlSec' | 'publicHost'>;
-  adminToken: string;
-  signingPublicKey: string;
-  mqttPort: () => number;
-  rollouts: RolloutService;
-  builds: BuildQueue;
-  onDeviceRevoked: (deviceId: string) => Promise<void>;
-  now: () => Date;
-  /** The orchestrator's logger; Fastify logs through it (a silent one when absent, as in most tests). */
-  logger?: Logger;
-}
+export type { AppDeps } from './app-deps.js';
 
-export type Caller = { kind: 'admin' } | { kind: 'device'; deviceId: string };
-
-/** Per-route access, set in the route's `config`. */
-export interface RouteAccess {
-  public?: boolean;
-  deviceAccess?: boolean;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    caller?: Caller;
-  }
-}
+/** The route plugins, one per resource, each mounted under /v1. A new resource is one more line. */
+const V1_PLUGINS = [healthRoutes, enrollmentRoutes, deviceRoutes, modelRoutes, datasetRoutes, buildRoutes, rolloutRoutes, bundleRoutes];
 
 /** What a client may send as its own request id. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
-
-function sameSecret(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb);
-}
+const newRequestId = () => `req_${randomBytes(8).toString('hex')}`;
 
 /**
  * Builds the Fastify app without listening, so tests drive it with inject() and the server
@@ -60,63 +32,39 @@ function sameSecret(a: string, b: string): boolean {
  */
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({
-    loggerInstance: deps.logger ?? createLogger('silent'),
+    loggerInstance: (deps.logger ?? createLogger('silent')) as FastifyBaseLogger,
     bodyLimit: 1 << 20,
     // A caller's own X-Request-Id is kept (so a client or proxy can correlate), if it is a
     // plain token; otherwise one is made. Every response carries it back in the same header.
     requestIdHeader: 'x-request-id',
-    genReqId: () => `req_${randomBytes(8).toString('hex')}`,
+    genReqId: newRequestId,
     // One line per request (the onResponse hook below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
-  }) as unknown as FastifyInstance;
+    schemaErrorFormatter,
+    frameworkErrors,
+    clientErrorHandler,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Unknown fields are refused (every object schema says additionalProperties: false), never
+  // silently removed as Fastify's default validator would; bodies are not type-coerced.
+  app.setValidatorCompiler(createValidatorCompiler());
   installErrorHandling(app);
+  // Before access control, so a 401 carries its request id too.
   app.addHook('onRequest', async (req, reply) => {
-    if (!REQUEST_ID.test(req.id)) (req as { id: string }).id = `req_${randomBytes(8).toString('hex')}`;
+    if (!REQUEST_ID.test(req.id)) (req as { id: string }).id = newRequestId();
     reply.header('x-request-id', req.id);
   });
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({ method: req.method, url: req.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
   });
+  installAccessControl(app, createAuthenticator(deps));
+  installRouteContract(app);
 
-  // Model uploads arrive as raw bytes; hand the stream itself to the route so it goes straight
-  // to the blob store with the size limit enforced as it streams.
+  // Model and dataset uploads arrive as raw bytes; hand the stream itself to the route so it goes
+  // straight to the blob store with the size limit enforced as it streams.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  // Authorization is decided on the matched route, never on the raw URL: a percent-encoded
-  // path ("/%761/...") decodes to a real route but would slip past a prefix check on req.url.
-  // Every route needs the admin token unless its config says `public` (enroll, health) or
-  // `deviceAccess` (bundle downloads, also open to the device's own signed credential).
-  app.decorateRequest('caller', undefined);
-  app.addHook('onRequest', async (req: FastifyRequest) => {
-    const config = (req.routeOptions.config ?? {}) as RouteAccess;
-    if (config.public || !req.routeOptions.url) return; // unmatched routes fall through to the 404 handler
-    const header = req.headers.authorization ?? '';
-    const [scheme, value] = header.split(' ', 2) as [string, string | undefined];
-    if (scheme === 'Bearer' && value && sameSecret(value, deps.adminToken)) {
-      req.caller = { kind: 'admin' };
-      return;
-    }
-    if (scheme === 'Device' && value && config.deviceAccess) {
-      const [deviceId = '', credential = ''] = value.split(':', 2);
-      const device = deps.store.getDevice(deviceId);
-      if (device && !device.revokedAt && checkDeviceCredential(deviceId, credential, device.publicKey, deps.now(), 'http').ok) {
-        req.caller = { kind: 'device', deviceId };
-        return;
-      }
-    }
-    throw new HttpError(401, 'UNAUTHORIZED', header ? 'credential not accepted' : 'missing Authorization header (Bearer <admin token>)');
-  });
-
-  app.get('/v1/health', { config: { public: true } }, async () => ({ status: 'ok' }));
-  registerDeviceRoutes(app, deps);
-  registerModelRoutes(app, deps);
-  registerDatasetRoutes(app, deps);
-  registerBuildRoutes(app, deps);
-  registerRolloutRoutes(app, deps);
-  registerBundleRoutes(app, deps);
+  registerOpenApi(app);
+  for (const plugin of V1_PLUGINS) void app.register(plugin, { prefix: '/v1', deps });
   return app;
-}
-
-export function requireAdmin(req: FastifyRequest): void {
-  if (req.caller?.kind !== 'admin') throw new HttpError(403, 'FORBIDDEN', 'this endpoint needs the admin token');
 }

@@ -1,6 +1,6 @@
 import {
   CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
-  deviceTopic, encodeChunkFrame, errorMessage, parseDeviceTopic, type DesiredState, type Notice,
+  deviceTopic, encodeChunkFrame, errorMessage, parseDeviceTopic, type DesiredState, type ErrorCode, type Notice,
 } from '@edgepack/protocol';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
@@ -58,7 +58,8 @@ export class DeviceGateway implements DesiredPublisher {
     return this.publish(deviceTopic(deviceId, DeviceTopic.desired), Buffer.alloc(0), true);
   }
 
-  private notice(deviceId: string, code: string, message: string, topic?: string, bundleId?: string): void {
+  /** Notices carry catalogue codes only (the wire schema takes any string, so older agents accept newer codes). */
+  private notice(deviceId: string, code: ErrorCode, message: string, topic?: string, bundleId?: string): void {
     const n: Notice = { v: PROTOCOL_VERSION, code, message, ...(topic ? { topic } : {}), ...(bundleId ? { bundleId } : {}) };
     this.publish(deviceTopic(deviceId, DeviceTopic.notice), JSON.stringify(n), false).catch(() => undefined);
   }
@@ -115,7 +116,7 @@ export class DeviceGateway implements DesiredPublisher {
     }
   }
 
-  private refuse(deviceId: string, code: string, reason: string, topic: string): void {
+  private refuse(deviceId: string, code: ErrorCode, reason: string, topic: string): void {
     this.deps.log.warn({ deviceId, topic, code }, `invalid device message: ${reason}`);
     this.notice(deviceId, code, reason, topic);
   }

@@ -2,6 +2,8 @@
 // Hand-rolled rather than protobufjs because protobufjs drops unknown fields, and an optimizer
 // that silently loses fields from a newer onnx.proto would corrupt models it does not understand.
 
+import { EdgepackError } from '@edgepack/protocol';
+
 export const WireType = {
   Varint: 0,
   Fixed64: 1,
@@ -19,11 +21,10 @@ export interface UnknownField {
   raw: Uint8Array;
 }
 
-export class ProtobufDecodeError extends Error {
-  readonly code = 'PROTOBUF_DECODE' as const;
+export class ProtobufDecodeError extends EdgepackError {
+  declare readonly code: 'PROTOBUF_DECODE';
   constructor(message: string, readonly truncated: boolean) {
-    super(message);
-    this.name = 'ProtobufDecodeError';
+    super('PROTOBUF_DECODE', message);
   }
 }
 

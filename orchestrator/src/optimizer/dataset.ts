@@ -3,6 +3,7 @@
 
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { EdgepackError } from '@edgepack/protocol';
 import { decodeTensor } from '../onnx/onnx-model.js';
 import { ProtoReader } from '../onnx/protobuf-wire.js';
 import { dataTypeName, readTensorAsFloat32, readTensorData } from '../onnx/tensor.js';
@@ -19,10 +20,10 @@ export interface Dataset {
 
 export type DatasetErrorCode = 'DATASET_MISMATCH' | 'DATASET_EMPTY' | 'DATASET_INVALID';
 
-export class DatasetError extends Error {
-  override readonly name = 'DatasetError';
-  constructor(readonly code: DatasetErrorCode, message: string) {
-    super(message);
+export class DatasetError extends EdgepackError {
+  declare readonly code: DatasetErrorCode;
+  constructor(code: DatasetErrorCode, message: string) {
+    super(code, message);
   }
 }
 

@@ -1,5 +1,7 @@
 // NumPy .npy (format 1.0–3.0) reader/writer for calibration and evaluation data.
 
+import { EdgepackError } from '@edgepack/protocol';
+
 export type NpyDType = 'float32' | 'float64' | 'float16' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64' | 'bool';
 
 export type NpyData =
@@ -11,9 +13,11 @@ export interface NpyArray {
   data: NpyData;
 }
 
-export class NpyFormatError extends Error {
-  readonly code = 'NPY_INVALID' as const;
-  override readonly name = 'NpyFormatError';
+export class NpyFormatError extends EdgepackError {
+  declare readonly code: 'NPY_INVALID';
+  constructor(message: string) {
+    super('NPY_INVALID', message);
+  }
 }
 
 const DESCR: Record<string, NpyDType> = {

@@ -1,5 +1,6 @@
 // One entry point for every precision, for the CLI and for build selection.
 
+import { EdgepackError } from '@edgepack/protocol';
 import type { ModelProto } from '../onnx/onnx-model.js';
 import { inspectDecodedModel } from '../onnx/inspect.js';
 import { encodeModel } from '../onnx/onnx-model.js';
@@ -44,10 +45,10 @@ export interface OptimizeReport {
   timings: { totalMs: number };
 }
 
-export class OptimizeError extends Error {
-  override readonly name = 'OptimizeError';
-  constructor(readonly code: 'CALIBRATION_REQUIRED' | 'UNKNOWN_PRECISION', message: string) {
-    super(message);
+export class OptimizeError extends EdgepackError {
+  declare readonly code: 'CALIBRATION_REQUIRED' | 'UNKNOWN_PRECISION';
+  constructor(code: 'CALIBRATION_REQUIRED' | 'UNKNOWN_PRECISION', message: string) {
+    super(code, message);
   }
 }
 

@@ -1,10 +1,31 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
-import type { AppDeps } from '../app.js';
-import { HttpError } from '../errors.js';
+import { EdgepackError } from '@edgepack/protocol';
+import type { BundleRecord } from '../../records.js';
+import { Access, type Caller } from '../access.js';
+import type { RoutePluginOptions } from '../app-deps.js';
+import { Id, IdParams, ManifestView, StrictObject, Timestamp } from '../schemas.js';
 
-const BundleParams = Type.Object({ id: Type.String() });
-const FileParams = Type.Object({ id: Type.String(), path: Type.String() });
+export const BundleView = Type.Object({
+  id: Type.String(),
+  buildId: Type.String(),
+  profile: Type.String(),
+  manifest: ManifestView,
+  signature: Type.String({ description: 'ed25519 over the canonical JSON of the manifest, base64' }),
+  createdAt: Timestamp,
+}, { title: 'Bundle' });
+
+/**
+ * The manifest is a signed document: it goes out exactly as it was signed (its schema is
+ * protocol's ManifestSchema, which names every field buildManifest writes), never rebuilt.
+ */
+export function bundleView(b: BundleRecord): Static<typeof BundleView> {
+  return { id: b.id, buildId: b.buildId, profile: b.profile, manifest: b.manifest, signature: b.signature, createdAt: b.createdAt };
+}
+
+const BundleResponse = Type.Object({ bundle: BundleView }, { title: 'BundleResponse' });
+const FileParams = StrictObject({ id: Id, path: Type.String({ minLength: 1, maxLength: 256, description: 'a file name from the manifest' }) });
+const Binary = (description: string) => ({ description, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } });
 
 /** Parses a single `bytes=a-b` range (RFC 9110 §14.1.2); multi-range requests get the whole file. */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | null {
@@ -26,34 +47,43 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
-export function registerBundleRoutes(app: FastifyInstance, deps: AppDeps): void {
+export const bundleRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async (app, { deps }) => {
   const { store, blobs } = deps;
 
-  const loadBundle = (req: FastifyRequest, id: string) => {
-    const bundle = store.getBundle(id);
-    if (!bundle) throw new HttpError(404, 'BUNDLE_NOT_FOUND', `bundle ${id} not found`);
-    if (!req.caller) throw new HttpError(401, 'UNAUTHORIZED', 'bundle access needs the admin token or a device credential');
-    if (req.caller.kind === 'device' && !store.isBundleAssigned(req.caller.deviceId, id)) {
-      throw new HttpError(403, 'FORBIDDEN', `bundle ${id} is not assigned to this device`);
+  /**
+   * A device reads only bundles assigned to it, decided by our own record of assignments. It
+   * learns nothing about other bundles, not even whether they exist: refused before the lookup.
+   */
+  const loadBundle = (caller: Caller | undefined, id: string) => {
+    if (caller?.kind === 'device' && !store.isBundleAssigned(caller.deviceId, id)) {
+      throw new EdgepackError('BUNDLE_NOT_ASSIGNED', `bundle ${id} is not assigned to this device`);
     }
+    const bundle = store.getBundle(id);
+    if (!bundle) throw new EdgepackError('BUNDLE_NOT_FOUND', `bundle ${id} not found`);
     return bundle;
   };
 
-  app.get<{ Params: Static<typeof BundleParams> }>('/v1/bundles/:id', { schema: { params: BundleParams }, config: { deviceAccess: true } }, async (req) => {
-    const b = loadBundle(req, req.params.id);
-    return { bundle: { id: b.id, buildId: b.buildId, profile: b.profile, manifest: b.manifest, signature: b.signature, createdAt: b.createdAt } };
-  });
+  app.get('/bundles/:id', {
+    config: { access: Access.readOrDevice, errors: ['BUNDLE_NOT_FOUND', 'BUNDLE_NOT_ASSIGNED'] },
+    schema: { summary: 'A bundle\'s signed manifest', tags: ['bundles'], params: IdParams, response: { 200: BundleResponse } },
+  }, async (req) => ({ bundle: bundleView(loadBundle(req.caller, req.params.id)) }));
 
-  app.get<{ Params: Static<typeof FileParams> }>('/v1/bundles/:id/files/:path', { schema: { params: FileParams }, config: { deviceAccess: true } }, async (req, reply) => {
-    const b = loadBundle(req, req.params.id);
+  app.get('/bundles/:id/files/:path', {
+    config: { access: Access.readOrDevice, errors: ['BUNDLE_NOT_FOUND', 'BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'RANGE_NOT_SATISFIABLE'] },
+    schema: {
+      summary: 'A bundle file, whole or one byte range (Range: bytes=a-b)', tags: ['bundles'], params: FileParams,
+      response: { 200: Binary('the whole file'), 206: Binary('the requested range, with Content-Range') },
+    },
+  }, async (req, reply) => {
+    const b = loadBundle(req.caller, req.params.id);
     const file = b.manifest.files.find((f) => f.path === req.params.path);
-    if (!file) throw new HttpError(404, 'NOT_FOUND', `bundle ${b.id} has no file ${req.params.path}`);
+    if (!file) throw new EdgepackError('FILE_NOT_IN_BUNDLE', `bundle ${b.id} has no file ${req.params.path}`);
     const size = file.length;
     reply.header('Accept-Ranges', 'bytes').header('ETag', `"${file.sha256}"`).type('application/octet-stream');
     const range = parseRange(req.headers.range, size);
     if (range === 'unsatisfiable') {
       reply.header('Content-Range', `bytes */${size}`);
-      throw new HttpError(416, 'RANGE_NOT_SATISFIABLE', `range ${req.headers.range} is outside the ${size}-byte file`);
+      throw new EdgepackError('RANGE_NOT_SATISFIABLE', `range ${req.headers.range} is outside the ${size}-byte file`);
     }
     if (!range) return reply.header('Content-Length', size).send(blobs.stream(file.sha256));
     return reply.status(206)
@@ -61,4 +91,4 @@ export function registerBundleRoutes(app: FastifyInstance, deps: AppDeps): void 
       .header('Content-Length', range.end - range.start + 1)
       .send(blobs.stream(file.sha256, range));
   });
-}
+};
