@@ -23,6 +23,9 @@ export const TRUST_ERROR_CODES = [
   'BUNDLE_KEY_NOT_DELEGATED',
   'DESIRED_SIGNATURE_INVALID',
   'KEY_INVALID',
+  // Refusals of `edgepack serve` to start on a trust/ directory devices would not accept.
+  'TRUST_ONLINE_KEY_NOT_DELEGATED',
+  'TRUST_ROOT_FILE_MISMATCH',
 ] as const;
 export type TrustErrorCode = (typeof TRUST_ERROR_CODES)[number];
 
@@ -232,13 +235,15 @@ export class TrustVerifier {
    * different moments cannot be combined (mix-and-match). Returns the key id that signed it.
    */
   verifyDesired(root: SignedRoot, desired: DesiredState, now: Date): string {
-    this.checkFresh(root, now);
     const role = root.signed.roles.bundles;
-    for (const id of role.keyids) {
+    const signer = role.keyids.find((id) => {
       const key = delegatedKey(root, id);
-      if (key && verifyDesiredSignature(desired, key.public)) return id;
-    }
-    throw new DesiredSignatureError(desired.seq, root.signed.version, role.keyids.length);
+      return key !== undefined && verifyDesiredSignature(desired, key.public);
+    });
+    if (signer === undefined) throw new DesiredSignatureError(desired.seq, root.signed.version, role.keyids.length);
+    // After the signature, so ROOT_EXPIRED in a log means "genuine, but the root has expired".
+    this.checkFresh(root, now);
+    return signer;
   }
 }
 

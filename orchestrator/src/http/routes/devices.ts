@@ -69,6 +69,7 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: AppDeps): void 
     const res: EnrollResponse = {
       v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: deps.signingPublicKey,
       mqtt: { host: deps.config.publicHost, port: deps.mqttPort() }, heartbeatSec: deps.config.heartbeatSec,
+      ...(deps.trustedRoot ? { trustedRoot: deps.trustedRoot() } : {}),
     };
     return reply.status(201).send(res);
   });
