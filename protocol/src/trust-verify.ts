@@ -26,6 +26,8 @@ export const TRUST_ERROR_CODES = [
   // Refusals of `edgepack serve` to start on a trust/ directory devices would not accept.
   'TRUST_ONLINE_KEY_NOT_DELEGATED',
   'TRUST_ROOT_FILE_MISMATCH',
+  // `edgepack keys` refusing to overwrite a root version.
+  'TRUST_ROOT_EXISTS',
 ] as const;
 export type TrustErrorCode = (typeof TRUST_ERROR_CODES)[number];
 
@@ -208,6 +210,13 @@ export class TrustVerifier {
       newer.splice(0, newer.length, ...newer.filter((c) => claimed(c) > want));
     }
     return { root, walked };
+  }
+
+  /** How far `doc` is from being trusted by `by`'s root role: which of its keys signed, and how many are needed. */
+  signatureStatus(by: SignedRoot, doc: SignedRoot): { signers: string[]; threshold: number; met: boolean } {
+    const role = by.signed.roles.root;
+    const signers = validSigners(role, by.signed.keys, doc);
+    return { signers, threshold: role.threshold, met: signers.length >= role.threshold };
   }
 
   /** TUF §5.3.10 (freeze attack): a trusted root past its expiry vouches for nothing. */
