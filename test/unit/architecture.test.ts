@@ -78,3 +78,12 @@ test('records.ts is plain data: it imports nothing but wire types from protocol/
     assert.ok(m[1] && m[2] === '@edgepack/protocol', `records.ts imports ${m[0].trim()}; only \`import type … from '@edgepack/protocol'\` is allowed`);
   }
 });
+
+test('the agent verifies bundles and desired states only through the root chain (TrustVerifier), never against a single key', async () => {
+  for (const file of await sources(join(repoRoot(), 'agent/src'))) {
+    const text = await readFile(file, 'utf8');
+    for (const direct of ['createManifestVerifier', 'verifyDesiredSignature', 'verifyCanonical']) {
+      assert.ok(!text.includes(direct), `${file} uses ${direct}; verify through TrustVerifier so the trusted root decides which keys count`);
+    }
+  }
+});
