@@ -9,27 +9,29 @@ import { ROLE_NAMES, SignedRootSchema, TRUST_LIMITS, type Role, type SignedRoot,
 import { Validator } from './validate.js';
 
 /**
- * Every code the trust verifier can refuse with, for the error catalogue. Bundle refusals
- * reuse manifest-verify's codes (MANIFEST_INVALID, SIGNATURE_INVALID, MANIFEST_EXPIRED, …).
+ * Every code the trust metadata can be refused with, shaped like error-catalogue entries
+ * (HTTP status it would answer with, whether the same thing may succeed later unchanged, a
+ * one-line meaning) so they can be merged into protocol's error catalogue as they are.
+ * Bundle refusals reuse manifest-verify's codes (MANIFEST_INVALID, SIGNATURE_INVALID, …).
  */
-export const TRUST_ERROR_CODES = [
-  'TRUST_METADATA_TOO_LARGE',
-  'TRUST_CHAIN_TOO_LONG',
-  'ROOT_INVALID',
-  'ROOT_THRESHOLD_NOT_MET',
-  'ROOT_ROLLBACK',
-  'ROOT_VERSION_GAP',
-  'ROOT_EXPIRED',
-  'BUNDLE_KEY_NOT_DELEGATED',
-  'DESIRED_SIGNATURE_INVALID',
-  'KEY_INVALID',
-  // Refusals of `edgepack serve` to start on a trust/ directory devices would not accept.
-  'TRUST_ONLINE_KEY_NOT_DELEGATED',
-  'TRUST_ROOT_FILE_MISMATCH',
-  // `edgepack keys` refusing to overwrite a root version.
-  'TRUST_ROOT_EXISTS',
-] as const;
-export type TrustErrorCode = (typeof TRUST_ERROR_CODES)[number];
+export const TRUST_ERRORS = {
+  TRUST_METADATA_TOO_LARGE: { status: 413, retryable: false, meaning: 'a root document or root file is over the trust metadata size limit; refused unread' },
+  TRUST_CHAIN_TOO_LONG: { status: 413, retryable: false, meaning: 'more roots in one update than a device walks; refused unread' },
+  ROOT_INVALID: { status: 422, retryable: false, meaning: 'root metadata is malformed or inconsistent (key ids, roles, thresholds, dates)' },
+  ROOT_THRESHOLD_NOT_MET: { status: 422, retryable: false, meaning: 'a root is not signed by enough root keys, of the trusted root or of its own' },
+  ROOT_ROLLBACK: { status: 422, retryable: false, meaning: 'a root is not newer than the trusted one' },
+  ROOT_VERSION_GAP: { status: 422, retryable: false, meaning: 'a root does not follow the trusted version; the versions in between are needed first' },
+  ROOT_EXPIRED: { status: 422, retryable: false, meaning: 'the trusted root has expired; the root keys must sign a newer one' },
+  BUNDLE_KEY_NOT_DELEGATED: { status: 422, retryable: false, meaning: 'a manifest is signed by a key the trusted root does not delegate bundle signing to' },
+  DESIRED_SIGNATURE_INVALID: { status: 422, retryable: false, meaning: 'the desired-state envelope does not verify against any bundle key of the trusted root' },
+  KEY_INVALID: { status: 400, retryable: false, meaning: 'a key file holds no usable ed25519 key, or its halves do not belong together' },
+  TRUST_ONLINE_KEY_NOT_DELEGATED: { status: 500, retryable: false, meaning: 'serve refuses to start: its online signing key is not delegated by its latest root' },
+  TRUST_ROOT_FILE_MISMATCH: { status: 500, retryable: false, meaning: 'serve refuses to start: a trust/root-N.json file holds another version than its name says' },
+  TRUST_ROOT_EXISTS: { status: 409, retryable: false, meaning: 'edgepack keys will not overwrite a root version that already exists' },
+} as const satisfies Record<string, { status: number; retryable: boolean; meaning: string }>;
+export type TrustErrorCode = keyof typeof TRUST_ERRORS;
+export const TRUST_ERROR_CODES = Object.keys(TRUST_ERRORS) as TrustErrorCode[];
+
 
 // One error class per way trust metadata is refused (after tuf-js), each with a stable code.
 export class TrustMetadataTooLargeError extends EdgepackError {

@@ -3,11 +3,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
-  MANIFEST_SCHEMA_ID, PROTOCOL_VERSION, TRUST_ERROR_CODES, TRUST_LIMITS, TrustVerifier, canonicalJson, createRoot, generateKeyPair, keyId,
+  MANIFEST_SCHEMA_ID, PROTOCOL_VERSION, TRUST_ERROR_CODES, TRUST_ERRORS, TRUST_LIMITS, TrustVerifier, canonicalJson, createRoot, generateKeyPair, keyId,
   pinnedKeyRoot, signCanonical, signDesired, signRoot, verifyFileIntegrity,
   type DesiredState, type KeyPair, type Manifest, type SignedManifest, type SignedRoot,
 } from '@edgepack/protocol';
+import { repoRoot } from '../support/paths.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const LATER = new Date('2027-06-01T12:00:00.000Z');
@@ -84,8 +87,15 @@ test('a key file whose secret and public halves do not belong together cannot si
   assert.equal(codeOf(() => signRoot(root({ version: 1 }), bad)), 'KEY_INVALID');
 });
 
-test('every trust error code is listed once, for the error catalogue', () => {
-  assert.equal(new Set(TRUST_ERROR_CODES).size, TRUST_ERROR_CODES.length);
+test('the trust error list is exactly the codes the trust code raises, ready for the error catalogue', async () => {
+  const files = ['protocol/src/trust-metadata.ts', 'protocol/src/trust-verify.ts', 'orchestrator/src/trust-chain.ts', 'orchestrator/src/commands/keys.ts'];
+  const raised = new Set<string>();
+  for (const f of files) {
+    const text = await readFile(join(repoRoot(), f), 'utf8');
+    for (const m of text.matchAll(/(?:EdgepackError\(|super\()'([A-Z][A-Z0-9_]+)'/g)) raised.add(m[1]!);
+  }
+  assert.deepEqual([...raised].sort(), [...TRUST_ERROR_CODES].sort());
+  for (const code of TRUST_ERROR_CODES) assert.ok(TRUST_ERRORS[code].meaning.length > 10, code);
 });
 
 // ------------------------------------------------------------------ thresholds
