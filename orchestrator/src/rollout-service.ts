@@ -1,4 +1,4 @@
-import { EdgepackError, PROTOCOL_VERSION, signDesired, type DesiredState, type StatusReport } from '@edgepack/protocol';
+import { EdgepackError, PROTOCOL_VERSION, signCanonical, signDesired, type DesiredState, type SignedManifest, type SignedRoot, type StatusReport } from '@edgepack/protocol';
 import { applyStatusReport, closeAction, rolloutStatus } from './core/action-transition.js';
 import { planRollout } from './core/rollout-plan.js';
 import type { Store } from './db/store.js';
@@ -15,7 +15,11 @@ export interface DesiredPublisher {
  * device reports back into actions. The decisions are in core/; this is the glue to IO.
  */
 export class RolloutService {
-  constructor(private readonly deps: { store: Store; log: Logger; now: () => Date; publisher: DesiredPublisher; signingSecretKey: string }) {}
+  constructor(private readonly deps: {
+    store: Store; log: Logger; now: () => Date; publisher: DesiredPublisher; signingSecretKey: string;
+    /** The online key's id and the root chain sent with every desired state (trust-chain.ts). */
+    trust?: { keyId: string; roots: () => SignedRoot[] };
+  }) {}
 
   async create(buildId: string, target: RolloutTarget): Promise<RolloutRecord> {
     const { store, now } = this.deps;
@@ -55,10 +59,22 @@ export class RolloutService {
       deviceId,
       seq,
       rolloutId,
-      bundle: { manifest: bundle.manifest, signature: bundle.signature },
+      bundle: this.currentlySigned({ manifest: bundle.manifest, signature: bundle.signature }),
       issuedAt: this.deps.now().toISOString(),
     }, this.deps.signingSecretKey);
-    await this.deps.publisher.publishDesired(deviceId, desired);
+    const roots = this.deps.trust?.roots();
+    await this.deps.publisher.publishDesired(deviceId, roots ? { ...desired, roots } : desired);
+  }
+
+  /**
+   * A bundle built before the online key was rotated is signed by a key devices now refuse:
+   * sign it again with the current key (its content, and so its file hashes, unchanged).
+   */
+  private currentlySigned(b: SignedManifest): SignedManifest {
+    const keyId = this.deps.trust?.keyId;
+    if (!keyId || b.manifest.keyId === keyId) return b;
+    const manifest = { ...b.manifest, keyId };
+    return { manifest, signature: signCanonical(manifest, this.deps.signingSecretKey) };
   }
 
   /** Re-publishes every device's latest desired state, e.g. after a restart emptied the broker's retained store. */

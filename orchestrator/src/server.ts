@@ -15,6 +15,7 @@ import { createLogger, type Logger } from './logger.js';
 import { startBroker } from './mqtt/broker.js';
 import { DeviceGateway } from './mqtt/device-gateway.js';
 import { RolloutService } from './rollout-service.js';
+import { loadTrustChain } from './trust-chain.js';
 
 export interface RunningServer {
   httpPort: number;
@@ -33,6 +34,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
   const profiles = opts.profiles ?? loadProfiles();
   const secrets = await loadOrCreateSecrets(config.dataDir);
   if (secrets.created) log.info({ file: join(config.dataDir, 'admin-token') }, 'created signing key and admin token');
+  const trust = await loadTrustChain({ dataDir: config.dataDir, online: secrets.signing, log, now: now() });
 
   const db = openDatabase(join(config.dataDir, 'edgepack.db'));
   const store = new Store(db);
@@ -44,12 +46,12 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
 
   const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now });
   const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now });
-  const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey });
+  const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, trust: { keyId: secrets.signing.keyId, roots: () => trust.roots } });
   gateway.rollouts = rollouts;
   const builds = new BuildQueue({ store, blobs, profiles, signing: secrets.signing, bundleTtlDays: config.bundleTtlDays, log, now });
 
   const app = buildApp({
-    store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey,
+    store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey, trustedRoot: () => trust.latest,
     mqttPort: () => broker.port, rollouts, builds, now, logger: log,
     onDeviceRevoked: async (deviceId) => {
       rollouts.onDeviceRevoked(deviceId);

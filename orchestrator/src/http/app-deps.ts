@@ -17,6 +17,8 @@ export interface AppDeps {
   config: Pick<ServerConfig, 'maxModelBytes' | 'heartbeatSec' | 'enrollmentTokenTtlSec' | 'publicHost'>;
   adminToken: string;
   signingPublicKey: string;
+  /** The root a device pins at enrollment (trust-chain.ts); absent in tests that do not enroll through the chain. */
+  trustedRoot?: () => unknown;
   mqttPort: () => number;
   rollouts: RolloutService;
   builds: BuildQueue;

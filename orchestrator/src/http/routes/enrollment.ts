@@ -70,6 +70,8 @@ export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = a
     const res: EnrollResponse = {
       v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: deps.signingPublicKey,
       mqtt: { host: deps.config.publicHost, port: deps.mqttPort() }, heartbeatSec: deps.config.heartbeatSec,
+      // The root the device pins: from here on it trusts bundles only through this chain.
+      ...(deps.trustedRoot ? { trustedRoot: deps.trustedRoot() } : {}),
     };
     return reply.status(201).send(res);
   });
