@@ -291,7 +291,7 @@ export async function run(argv: string[]): Promise<number> {
     }
   } catch (err) {
     // parseArgs reports unknown or malformed flags with ERR_PARSE_ARGS_* codes.
-    if (err instanceof UsageError || String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
+    if (err instanceof UsageError || /^ERR_PARSE_ARGS/.test(String((err as { code?: unknown }).code))) {
       console.error(`edgepack keys: ${(err as Error).message}\n\n${KEYS_HELP}`);
       return 2;
     }
