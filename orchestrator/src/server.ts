@@ -4,6 +4,7 @@ import { loadProfiles, type Profile } from '@edgepack/firmware-profiles';
 import { errorMessage } from '@edgepack/protocol';
 import type { FastifyInstance } from 'fastify';
 import { BlobStore } from './blob-store.js';
+import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { BuildQueue } from './build/build-queue.js';
 import type { ServerConfig } from './config.js';
 import { startCronJobs } from './cron-jobs.js';
@@ -31,6 +32,17 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
   const log = opts.log ?? createLogger(config.logLevel);
   const now = opts.now ?? (() => new Date());
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // Before anything in the data dir is read or changed: a second orchestrator must touch nothing.
+  const lock = lockDataDir(config.dataDir);
+  try {
+    return await startLocked(config, opts, log, now, lock);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] }, log: Logger, now: () => Date, lock: DataDirLock): Promise<RunningServer> {
   const profiles = opts.profiles ?? loadProfiles();
   const secrets = await loadOrCreateSecrets(config.dataDir);
   if (secrets.created) log.info({ file: join(config.dataDir, 'admin-token') }, 'created signing key and admin token');
@@ -84,6 +96,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
       await builds.close();
       await broker.close();
       db.close();
+      lock.release();
     },
   };
 }

@@ -32,6 +32,7 @@ export const ERROR_CATALOGUE = {
   RANGE_NOT_SATISFIABLE: entry(416, false, 'the requested byte range lies outside the file'),
   HEADERS_TOO_LARGE: entry(431, false, 'the request line and headers are over the size limit'),
   INTERNAL_ERROR: entry(500, true, 'an unexpected failure on the orchestrator; the log has the details'),
+  DATA_DIR_LOCKED: entry(409, false, 'another orchestrator already serves this data dir; serve refuses to start'),
   STORAGE_FULL: entry(507, true, 'the orchestrator data dir has no space left; nothing was stored'),
 
   // --- fleet: enrollment, devices, profiles ---
