@@ -66,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
   clearInterval(summary);
   await fleet.stop();
   console.log(summaryLine(fleet.stats()));
-  console.log(JSON.stringify({ event: 'stopped', devices: fleet.devices.length }));
+  console.log(JSON.stringify({ event: 'stopped', ...fleet.stats() }));
   return 0;
 }
 

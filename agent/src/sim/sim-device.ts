@@ -411,7 +411,9 @@ export class SimDevice {
     const active = this.state.held.find((h) => h.bundleId === this.state.activeBundleId);
     const reference = active?.reference ?? baselineFigures(m.acceptance.p95LatencyMs, unitHash(this.ctx.settings.seed, 'baseline', this.id));
     const acceptanceCode = inject === 'GOLDEN_MISMATCH' || inject === 'LATENCY_BUDGET_EXCEEDED' ? inject : undefined;
-    return synthesizeBenchmark({ manifest: m, reference, factor: this.ctx.settings.p95Factor, speed: this.ctx.settings.speed, ...(acceptanceCode ? { inject: acceptanceCode } : {}) });
+    // The first bundle sets the baseline; from then on each new one is the active one's figures × --p95-factor.
+    const factor = active ? this.ctx.settings.p95Factor : 1;
+    return synthesizeBenchmark({ manifest: m, reference, factor, speed: this.ctx.settings.speed, ...(acceptanceCode ? { inject: acceptanceCode } : {}) });
   }
 
   private activate(desired: DesiredState, d: SimDeployment): void {
