@@ -3,7 +3,10 @@
 // device store), the test playing the orchestrator: it signs desired states and serves chunks.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   CHUNK_SIZE, DeviceTopic, MANIFEST_SCHEMA_ID, PROTOCOL_VERSION, encodeChunkFrame, deviceTopic, generateKeyPair, keyId, parseDeviceTopic, signCanonical, signDesired,
   type DesiredState, type Heartbeat, type Manifest, type StatusReport,
@@ -14,7 +17,9 @@ import { FleetStore } from '@edgepack/agent/sim/fleet-store.js';
 import {
   baselineFigures, offlineIndexes, parseSimConfig, simHelp, startFleet, synthesizeBenchmark, unitHash, SimConfigError, type Fleet,
 } from '@edgepack/agent/sim/index.js';
+import { repoRoot } from '../support/paths.js';
 import { tempDir, until } from '../support/processes.js';
+import { SIM_BIN } from '../support/sim.js';
 
 const silent = { error() {}, warn() {}, info() {}, debug() {} };
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -121,6 +126,29 @@ test('settings: flags win over EDGEPACK_SIM_* variables, defaults fill the rest,
   refuse([...base, '--devices', '2', '--nope'], {}, /nope/);
   // Every option and its variable are in the help.
   for (const flag of ['--server', '--admin-token-file', '--devices', '--offline-rate', '--speed', 'EDGEPACK_SIM_P95_FACTOR']) assert.ok(simHelp().includes(flag), flag);
+});
+
+test('the committed bin: --version, --help, a bad flag exits 2 naming it, enrolling without the admin token fails with its code', async () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [SIM_BIN(), ...args], { encoding: 'utf8', env: { ...process.env, EDGEPACK_SIM_SERVER: '' } });
+  const pkg = JSON.parse(await readFile(join(repoRoot(), 'agent/package.json'), 'utf8')) as { version: string; bin: Record<string, string> };
+  assert.equal(pkg.bin['edgepack-sim'], './bin/edgepack-sim.js');
+  const v = run(['--version']);
+  assert.equal(v.status, 0);
+  assert.equal(v.stdout.trim(), pkg.version);
+  const help = run(['--help']);
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /usage: edgepack-sim/);
+  const bad = run(['--server', 'http://127.0.0.1:1', '--devices', 'many']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--devices must be a positive integer/);
+  const dir = await tempDir('sim-cli');
+  try {
+    const noToken = run(['--server', 'http://127.0.0.1:1', '--devices', '1', '--data-dir', dir.path]);
+    assert.equal(noToken.status, 1);
+    assert.match(noToken.stderr, /\[SIM_ADMIN_TOKEN_REQUIRED\]/);
+  } finally {
+    await dir.remove();
+  }
 });
 
 // ---------------------------------------------------------------- devices against a real broker
