@@ -159,7 +159,7 @@ export async function run(): Promise<void> {
     mosquitto = await startMosquitto(dir.path);
     let stormMosq: Record<string, any> | undefined;
     if (mosquitto) {
-      orch = await startOrchestrator(orchDir, ['--log-level', 'warn']); // only for the ready check's --server; devices talk to mosquitto
+      // Every device is enrolled, so the simulator never calls the (stopped) orchestrator here.
       sim = await startSim(orch, simDir, n, ['--connect-concurrency', String(n), '--mqtt-url', `mqtt://127.0.0.1:${mosquitto.port}`], 600_000);
       stormMosq = sim.ready;
       await stopSim(sim);
