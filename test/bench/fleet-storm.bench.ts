@@ -80,36 +80,66 @@ async function startMosquitto(dir: string): Promise<{ port: number; child: Child
   return { port, child, stop: async () => { child.kill('SIGTERM'); await exited; } };
 }
 
-/** Self time per function from a .cpuprofile, the biggest first. */
-async function profileSummary(dir: string, top = 12): Promise<string[]> {
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** What a profile frame is part of, for the storm's time budget. */
+function category(fn: string, url: string): string {
+  if (fn === '(idle)') return 'idle';
+  if (fn === '(garbage collector)') return 'garbage collection';
+  if (url.includes('better-sqlite3') || url.includes('/db/')) return 'SQLite (store.ts statements + better-sqlite3)';
+  if (url.includes('crypto')) return 'ed25519 credential checks (node:crypto)';
+  if (fn === 'writeBuffer' || fn === 'writev' || fn === 'writeUtf8String' || url.includes('stream_base') || url.startsWith('node:net')
+    || url.startsWith('node:internal/streams')) return 'socket I/O (a write per MQTT packet, Node streams)';
+  if (url.includes('mqtt-packet') || url.includes('aedes') || url.includes('qlobber') || url.includes('fastq') || url.includes('/bl/')) return 'Aedes and MQTT packets';
+  if (url.includes('pino') || url.includes('sonic-boom') || url.includes('/debug/')) return 'logging (pino, debug)';
+  if (url.includes('fastify') || url.includes('find-my-way') || url.includes('/http/')) return 'HTTP API';
+  if (url.includes('/mqtt/') || url.includes('protocol/dist')) return 'edgepack device gateway (topics, validation)';
+  if (url.includes('loader') || url.includes('esm/')) return 'module loading';
+  if (url.startsWith('node:')) return 'other Node internals (events, buffers, timers)';
+  return url ? 'other JS' : `other native (${fn})`;
+}
+
+/**
+ * Where the orchestrator's CPU went during the storm: the window from the first to the last
+ * sample inside the broker's CONNECT authentication, self time by category.
+ */
+export async function profileSummary(dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
   if (files.length === 0) return ['(no profile written)'];
-  const prof = JSON.parse(await readFile(join(dir, files.sort().at(-1)!), 'utf8')) as {
-    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } ; hitCount?: number }[];
+  const prof = JSON.parse(await readFile(join(dir, files.sort().at(-1)!), 'utf8')) as CpuProfile;
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const inConnect = (id: number) => {
+    for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) {
+      const f = byId.get(x)!.callFrame;
+      if (f.functionName === 'authenticate' && f.url.includes('broker')) return true;
+    }
+    return false;
   };
-  const self = new Map<string, number>();
+  const at: number[] = [];
+  let t = 0;
+  for (const d of prof.timeDeltas) at.push((t += d));
+  const hits = prof.samples.map((id, i) => (inConnect(id) ? i : -1)).filter((i) => i >= 0);
+  if (hits.length === 0) return ['(no CONNECT handling in the profile)'];
+  const [from, to] = [hits[0]!, hits.at(-1)!];
+  const cat = new Map<string, number>();
   let total = 0;
-  for (const n of prof.nodes) {
-    const hits = n.hitCount ?? 0;
-    total += hits;
-    const url = n.callFrame.url.replace(/^file:\/\//, '').replace(/.*node_modules\//, '');
-    const where = url ? `${url.split('/').slice(-2).join('/')}:${n.callFrame.lineNumber + 1}` : '';
-    const key = `${n.callFrame.functionName || '(anonymous)'} ${where}`.trim();
-    self.set(key, (self.get(key) ?? 0) + hits);
+  for (let i = from; i <= to; i++) {
+    const f = byId.get(prof.samples[i]!)!.callFrame;
+    const dt = prof.timeDeltas[i + 1] ?? 0;
+    const k = category(f.functionName, f.url);
+    cat.set(k, (cat.get(k) ?? 0) + dt);
+    total += dt;
   }
-  const byPackage = new Map<string, number>();
-  for (const n of prof.nodes) {
-    const u = n.callFrame.url;
-    const pkg = u.includes('node_modules/') ? u.split('node_modules/')[1]!.split('/').slice(0, u.includes('node_modules/@') ? 2 : 1).join('/')
-      : u.startsWith('node:') ? u : u ? 'edgepack' : n.callFrame.functionName || '(native)';
-    byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + (n.hitCount ?? 0));
-  }
-  const pct = (x: number) => `${((100 * x) / total).toFixed(1).padStart(5)}%`;
+  const busy = total - (cat.get('idle') ?? 0);
   return [
-    'orchestrator CPU during the storm, by package (self time):',
-    ...[...byPackage].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `  ${pct(v)}  ${k}`),
-    'top functions (self time):',
-    ...[...self].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => `  ${pct(v)}  ${k}`),
+    `orchestrator CPU while it handled the CONNECT storm (${((at[to]! - at[from]!) / 1e6).toFixed(2)} s window, ${((100 * busy) / total).toFixed(0)}% busy), self time:`,
+    ...[...cat].sort((a, b) => b[1] - a[1]).filter(([, v]) => v / total >= 0.005).map(([k, v]) => `  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}`),
   ];
 }
 
