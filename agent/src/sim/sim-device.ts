@@ -4,6 +4,7 @@ import {
   type BenchmarkResult, type DecodedChunk, type DesiredState, type DesiredStateSchema, type DeviceTopicKind, type NoticeSchema,
   type SignedManifest, type Validator, type VerifyOptions,
 } from '@edgepack/protocol';
+import { RECENT_LIMIT } from '../agent-state.js';
 import { ChunkTransfer, HashingChunkSink, noticeEndsTransfer } from '../chunk-transfer.js';
 import { answerOldDesired, checkDesired } from '../desired-check.js';
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from '../device-reports.js';
@@ -108,7 +109,16 @@ export class SimDevice {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.transfer?.fail(new StepError('AGENT_STOPPING', 'simulator is stopping'));
     const c = this.client;
-    if (c) await new Promise<void>((resolve) => c.end(false, {}, () => resolve()));
+    if (c) {
+      // A clean DISCONNECT when up (no last will: the orchestrator marks it offline itself); a
+      // connect still in flight is just dropped. Bounded, so one stuck socket cannot hold up the fleet's exit.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => c.end(!this.connected, {}, () => resolve())),
+        new Promise<void>((resolve) => { timer = setTimeout(resolve, 2000); timer.unref(); }),
+      ]);
+      clearTimeout(timer);
+    }
     this.connected = false;
     this.subscribed = false;
   }
@@ -262,7 +272,7 @@ export class SimDevice {
 
   private remember(d: SimDeployment): void {
     const { desired: _, ...kept } = d;
-    this.state.recent = [kept, ...this.state.recent.filter((r) => r.rolloutId !== d.rolloutId)].slice(0, 8);
+    this.state.recent = [kept, ...this.state.recent.filter((r) => r.rolloutId !== d.rolloutId)].slice(0, RECENT_LIMIT);
   }
 
   private async startQueued(): Promise<void> {
