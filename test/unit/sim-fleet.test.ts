@@ -13,6 +13,7 @@ import {
 } from '@edgepack/protocol';
 import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js';
 import type { Store } from '@edgepack/orchestrator/db/store.js';
+import { createLogger } from '@edgepack/orchestrator/logger.js';
 import { FleetStore } from '@edgepack/agent/sim/fleet-store.js';
 import {
   baselineFigures, offlineIndexes, parseSimConfig, simHelp, startFleet, synthesizeBenchmark, unitHash, SimConfigError, type Fleet,
@@ -182,7 +183,7 @@ async function harness(n: number, options: FleetSettings = {}): Promise<Harness>
   const ids = keys.map((_, i) => `dev_sim_${i + 1}`);
   const byId = new Map(ids.map((id, i) => [id, keys[i]!]));
   const store = { getDevice: (id: string) => (byId.has(id) ? { id, publicKey: byId.get(id)!.publicKey, revokedAt: null } : undefined) } as unknown as Store;
-  const broker: Broker = await startBroker({ store, log: silent, host: '127.0.0.1', port: 0, now: () => new Date() });
+  const broker: Broker = await startBroker({ store, log: createLogger('silent'), host: '127.0.0.1', port: 0, now: () => new Date() });
   cleanups.push(() => dir.remove(), () => broker.close());
   // Devices "enrolled" earlier: the fleet starts from its data dir without the HTTP API.
   const fs = new FleetStore(dir.path, silent);
