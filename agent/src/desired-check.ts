@@ -3,7 +3,7 @@ import { verifyDesiredSignature, type DesiredState, type DesiredStateSchema, typ
 /** What to make of one payload on a device's desired topic; see `checkDesired`. */
 export type DesiredCheck =
   | { kind: 'cleared' }
-  | { kind: 'refused'; code: string; reason: string; fields: Record<string, unknown> }
+  | { kind: 'refused'; reason: string; fields: Record<string, unknown> }
   | { kind: 'old'; desired: DesiredState }
   | { kind: 'new'; desired: DesiredState };
 
@@ -20,16 +20,16 @@ export function checkDesired(payload: Uint8Array, ctx: {
 }): DesiredCheck {
   if (payload.length === 0) return { kind: 'cleared' }; // retained message cleared
   const parsed = ctx.validator.parse(payload, 4 << 20);
-  if (!parsed.ok) return { kind: 'refused', code: parsed.code, reason: `desired state refused: ${parsed.reason}`, fields: { code: parsed.code } };
+  if (!parsed.ok) return { kind: 'refused', reason: `desired state refused: ${parsed.reason}`, fields: { code: parsed.code } };
   const desired = parsed.value;
   if (desired.deviceId !== ctx.deviceId) {
-    return { kind: 'refused', code: 'DESIRED_WRONG_DEVICE', reason: 'desired state for another device ignored', fields: { deviceId: desired.deviceId } };
+    return { kind: 'refused', reason: 'desired state for another device ignored', fields: { deviceId: desired.deviceId } };
   }
   // Before anything else, and before its seq counts: whoever can publish on the topic could
   // otherwise replay an old bundle or send a huge seq and lock the device out of updates.
   if (!verifyDesiredSignature(desired, ctx.orchestratorPublicKey)) {
     return {
-      kind: 'refused', code: 'DESIRED_SIGNATURE_INVALID',
+      kind: 'refused',
       reason: 'desired state ignored: its envelope signature does not verify against the orchestrator key',
       fields: { seq: desired.seq, rolloutId: desired.rolloutId, code: 'DESIRED_SIGNATURE_INVALID' },
     };

@@ -146,7 +146,7 @@ test('the committed bin: --version, --help, a bad flag exits 2 naming it, enroll
   try {
     const noToken = run(['--server', 'http://127.0.0.1:1', '--devices', '1', '--data-dir', dir.path]);
     assert.equal(noToken.status, 1);
-    assert.match(noToken.stderr, /\[SIM_ADMIN_TOKEN_REQUIRED\]/);
+    assert.match(noToken.stderr, /\[CONFIG_INVALID\] enrolling devices needs the admin token/);
   } finally {
     await dir.remove();
   }

@@ -124,7 +124,7 @@ export function offlineIndexes(indexes: readonly number[], rate: number, seed: s
 }
 
 async function adminRequest(o: FleetOptions, method: string, path: string, body: unknown): Promise<unknown> {
-  if (!o.adminToken) throw new EdgepackError('SIM_ADMIN_TOKEN_REQUIRED', `enrolling devices needs the admin token (--admin-token-file): ${method} ${path}`);
+  if (!o.adminToken) throw new EdgepackError('CONFIG_INVALID', `enrolling devices needs the admin token: pass --admin-token-file (or EDGEPACK_SIM_ADMIN_TOKEN_FILE) for ${method} ${path}`);
   const url = new URL(path, o.server).toString();
   for (let attempt = 1; ; attempt++) {
     let res: Response;
@@ -132,7 +132,7 @@ async function adminRequest(o: FleetOptions, method: string, path: string, body:
       res = await (o.fetchImpl ?? fetch)(url, { method, headers: { authorization: `Bearer ${o.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
     } catch (err) {
       if (attempt < 5) { await new Promise((r) => setTimeout(r, 200 * attempt)); continue; }
-      throw new EdgepackError('SIM_SERVER_UNREACHABLE', `cannot reach ${url}: ${errorMessage(err)}`);
+      throw new EdgepackError('ENROLL_UNREACHABLE', `cannot reach ${url}: ${errorMessage(err)}`);
     }
     const text = await res.text();
     // A rate limit or a busy server: wait and ask again rather than abandon the fleet.
@@ -141,7 +141,7 @@ async function adminRequest(o: FleetOptions, method: string, path: string, body:
       await new Promise((r) => setTimeout(r, Number.isFinite(after) && after > 0 ? after * 1000 : 250 * attempt));
       continue;
     }
-    if (!res.ok) throw new EdgepackError('SIM_ADMIN_REQUEST_FAILED', `${method} ${path} answered ${res.status}: ${text.slice(0, 500)}`);
+    if (!res.ok) throw new EdgepackError('ENROLL_REFUSED', `${method} ${path} answered ${res.status}: ${text.slice(0, 500)}`);
     return text ? JSON.parse(text) : null;
   }
 }

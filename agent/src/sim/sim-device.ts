@@ -373,7 +373,7 @@ export class SimDevice {
           if (m.bundleId !== this.state.previousBundleId) {
             for (const file of m.files) {
               const got = this.digests.get(file.sha256);
-              if (!got) throw new StepError('FILE_MISSING', `${file.path} of bundle ${m.bundleId} was not downloaded`);
+              if (!got) throw new StepError('STEP_FAILED', `${file.path} of bundle ${m.bundleId} was not downloaded`);
               verifyFileIntegrity(file, got);
             }
           }
