@@ -38,7 +38,8 @@ after(async () => {
 /** A build of the one profile the fleet has: each build is a bundle of its own. */
 async function build(): Promise<{ id: string; bundleId: string }> {
   const b = await orch.api('POST', '/v1/builds', { modelId, profiles: [PROFILE] });
-  assert.equal(b.status, 201, JSON.stringify(b.body));
+  // 201 today; the API contract on main answers 202 (queued). Either is an accepted build.
+  assert.ok(b.status === 201 || b.status === 202, `${b.status} ${JSON.stringify(b.body)}`);
   const done = await until('build finished', async () => {
     const r = (await orch.api('GET', `/v1/builds/${b.body.build.id}`)).body.build;
     return r.status !== 'queued' && r.status !== 'running' && r;
@@ -49,7 +50,7 @@ async function build(): Promise<{ id: string; bundleId: string }> {
 
 async function rollout(buildId: string, target: Record<string, unknown> = { tags: ['sim'] }): Promise<any> {
   const r = await orch.api('POST', '/v1/rollouts', { buildId, target });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
+  assert.ok(r.status === 201 || r.status === 202, `${r.status} ${JSON.stringify(r.body)}`);
   return until('rollout finished', async () => {
     const g = (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout;
     return g.status !== 'running' && g;
