@@ -11,3 +11,4 @@ export * from './chunk-frame.js';
 export * from './validate.js';
 export * from './device-credential.js';
 export * from './desired-signature.js';
+export * from './telemetry.js';
