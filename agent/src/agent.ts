@@ -2,14 +2,15 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
-  DesiredStateSchema, DeviceTopic, NoticeSchema, PROTOCOL_VERSION, Validator, createChunkDecoder, createDeviceCredential,
+  DEVICE_SUBSCRIBE_KINDS, DesiredStateSchema, DeviceTopic, NoticeSchema, parseDeviceTopic, PROTOCOL_VERSION, Validator, createChunkDecoder, createDeviceCredential,
   createManifestVerifier, deviceTopic, errorCode, errorMessage, verifyDesiredSignature, verifyFileIntegrity,
   type BenchmarkResult, type DesiredState, type Heartbeat, type StatusReport,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
-import { BundleSlots, sha256File } from './bundle-slots.js';
+import { BundleSlots, sha256File, type ActiveRecord } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
+import { DeviceLink } from './device-link.js';
 import type { Identity } from './identity.js';
 import type { Logger } from './logger.js';
 import { isTerminal, nextPhase, reportedState, type UpdateEvent } from './update-machine.js';
@@ -28,6 +29,12 @@ export interface AgentOptions {
   maxStallAsks?: number;
   /** Test-only fault injection; see `fault()`. */
   faults?: string[];
+  /**
+   * Told which bundle is active: once at start, after every commit and after every rollback
+   * (null: none). Awaited after a commit, before the device reports the bundle active, so that
+   * "active" means "serving" for the inference service (see serving/). Errors are logged only.
+   */
+  onActiveChanged?: (active: ActiveRecord | null) => Promise<void> | void;
 }
 
 /** Refusals that end the transfer they concern; see the notice handling in onMessage. */
@@ -60,10 +67,13 @@ export class Agent {
   private stopped = false;
   private backoffMs = 1000;
   private readonly startedAt = Date.now();
+  /** The MQTT connection as other device services (telemetry) use it. */
+  readonly link: DeviceLink;
 
   constructor(private readonly o: AgentOptions) {
     this.slots = new BundleSlots(o.dataDir);
     this.store = new StateStore(o.dataDir);
+    this.link = new DeviceLink(o.identity.deviceId);
   }
 
   private get stallMs(): number { return this.o.stallMs ?? 10_000; }
@@ -73,7 +83,10 @@ export class Agent {
 
   async start(): Promise<void> {
     this.state = await loadState(this.o.dataDir, this.o.log);
-    this.activeBundleId = (await this.slots.readActive())?.bundleId ?? null;
+    const active = await this.slots.readActive();
+    this.activeBundleId = active?.bundleId ?? null;
+    // Not awaited: loading a model for serving must not hold up connecting.
+    void this.announceActive(active);
     const d = this.state.deployment;
     if (d && !isTerminal(d.phase)) {
       // A queued desired state, if any, starts when this one is over (see kick).
@@ -96,6 +109,7 @@ export class Agent {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.download?.fail(new StepError('AGENT_STOPPING', 'agent is stopping'));
+    this.link.attach(undefined);
     await new Promise<void>((resolve) => (this.client ? this.client.end(false, {}, () => resolve()) : resolve()));
   }
 
@@ -122,8 +136,9 @@ export class Agent {
     client.on('connect', () => {
       this.backoffMs = 1000;
       this.o.log.info({ deviceId }, 'connected');
-      client.subscribe([this.topic(DeviceTopic.desired), this.topic(DeviceTopic.chunk), this.topic(DeviceTopic.notice)], { qos: 1 }, (err) => {
+      client.subscribe(DEVICE_SUBSCRIBE_KINDS.map((k) => this.topic(k)), { qos: 1 }, (err) => {
         if (err) this.o.log.warn({ err: err.message }, 'subscribe failed');
+        else if (this.client === client) this.link.attach(client);
       });
       this.publish(DeviceTopic.presence, { v: PROTOCOL_VERSION, online: true });
       this.heartbeat();
@@ -138,6 +153,7 @@ export class Agent {
     client.on('close', () => {
       if (this.stopped || this.client !== client) return;
       this.client = undefined;
+      this.link.attach(undefined);
       client.removeAllListeners();
       client.on('error', () => undefined);
       client.end(true);
@@ -179,7 +195,11 @@ export class Agent {
         // earlier bundle must not fail the current one. Unnamed notices: refusal codes only.
         if (!dl || (bundleId !== undefined && bundleId !== dl.bundleId)) return;
         if (FATAL_NOTICES.includes(code) || (code === 'INTERNAL_ERROR' && bundleId === dl.bundleId)) dl.fail(new StepError(code, message));
+        return;
       }
+      // Anything else of this device's (e.g. telemetry acks) belongs to the device services.
+      const t = parseDeviceTopic(topic);
+      if (t && t.deviceId === this.id.deviceId) this.link.deliver(t.kind, payload);
     } catch (err) {
       // Nothing a broker delivers may take the agent down.
       this.o.log.error({ topic, err: errorMessage(err) }, 'message handler failed');
@@ -383,12 +403,14 @@ export class Agent {
         case 'committing':
           await this.slots.activate({ bundleId: manifest.bundleId, manifest, activatedAt: new Date().toISOString() }, () => this.fault('fail-after-activate'));
           this.activeBundleId = manifest.bundleId;
+          await this.announceActive({ bundleId: manifest.bundleId, manifest, activatedAt: new Date().toISOString() });
           return this.transition(d, 'committed');
         case 'rolling_back': {
           // A commit can fail after active.json already names the new bundle: put the previous
           // one back first, or the device would report rolled_back while running the new one.
           const active = await this.slots.revertActivation(manifest.bundleId, d.hadPrevious);
           this.activeBundleId = active?.bundleId ?? null;
+          await this.announceActive(active);
           await this.slots.discard(manifest.bundleId);
           return this.transition(d, 'rolled_back');
         }
@@ -435,6 +457,16 @@ export class Agent {
       at: d.updatedAt,
     };
     this.publish(DeviceTopic.status, r);
+  }
+
+  /** Tells the onActiveChanged listener; its failure must not fail the deployment step. */
+  private async announceActive(active: ActiveRecord | null): Promise<void> {
+    if (!this.o.onActiveChanged) return;
+    try {
+      await this.o.onActiveChanged(active);
+    } catch (err) {
+      this.o.log.error({ bundleId: active?.bundleId ?? null, err: errorMessage(err) }, 'active-bundle listener failed');
+    }
   }
 
   /** Every state write goes through the one StateStore queue, in call order. */
