@@ -23,8 +23,13 @@ export interface ModelRunner {
   readonly providers: string[];
   readonly inputs: TensorInfo[];
   readonly outputs: TensorInfo[];
-  run(feeds: Record<string, TensorValue>): Promise<Record<string, TensorValue>>;
+  run(feeds: Record<string, TensorValue>, options?: RunOptions): Promise<Record<string, TensorValue>>;
   close(): Promise<void>;
+}
+
+export interface RunOptions {
+  /** The caller gives up the inputs' buffers: a runner in another thread may move them instead of copying. */
+  transferInputs?: boolean;
 }
 
 export interface RunnerOptions {

@@ -113,7 +113,8 @@ export class InferenceService {
       this.o.observer?.swap({ from: old?.bundleId ?? null, to: null, held: false, heldRequests: 0, holdMs: 0 });
       return;
     }
-    const need = modelBytes(active.manifest) * this.o.memoryFactor;
+    // Every runner instance holds its own session.
+    const need = modelBytes(active.manifest) * this.o.memoryFactor * Math.max(1, this.o.concurrency);
     const available = await this.o.availableMemoryBytes();
     if (!old || available >= need) {
       if (!old) this.notReady = `loading bundle ${active.bundleId}`;

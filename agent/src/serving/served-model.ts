@@ -3,12 +3,13 @@ import { join } from 'node:path';
 import { EdgepackError, GoldenFileSchema, Validator, errorMessage, modelFile, type Manifest } from '@edgepack/protocol';
 import { decodeGolden, maxAbsDiff } from '../benchmark-stats.js';
 import type { ActiveRecord } from '../bundle-slots.js';
-import { createRunner } from '../runtime/create-runner.js';
+import { createWorkerRunner } from '../runtime/worker-runner.js';
 import type { ModelRunner, TensorInfo, TensorValue } from '../runtime/runner.js';
 import { ServingError, type ModelSignature } from './kserve-codec.js';
 import { RunQueue } from './run-queue.js';
 
 export interface ServedModelOptions {
+  /** Runner instances, each in its own worker thread with its own session: runs at once. */
   concurrency: number;
   maxQueued: number;
   /** Warm-up runs before the model counts as ready (default: the manifest's acceptance.warmupRuns, else 3). */
@@ -30,18 +31,23 @@ function zeros(t: TensorInfo): TensorValue {
 }
 
 /**
- * One loaded bundle being served: its runner, its run queue, and a count of the requests that
- * have chosen it and not finished, so that a model being replaced closes only once they have.
+ * One loaded bundle being served: its runner instances, its run queue, and a count of the
+ * requests that have chosen it and not finished, so that a model being replaced closes only
+ * once they have.
  */
 export class ServedModel {
   readonly queue: RunQueue;
   private users = 0;
   private drained: (() => void)[] = [];
   private retired = false;
+  private readonly free: ModelRunner[];
 
-  private constructor(readonly active: ActiveRecord, private readonly runner: ModelRunner, o: ServedModelOptions) {
-    this.queue = new RunQueue(o.concurrency, o.maxQueued);
+  private constructor(readonly active: ActiveRecord, private readonly runners: ModelRunner[], o: ServedModelOptions) {
+    this.queue = new RunQueue(runners.length, o.maxQueued);
+    this.free = [...runners];
   }
+
+  private get runner(): ModelRunner { return this.runners[0]!; }
 
   get bundleId(): string { return this.active.bundleId; }
   get manifest(): Manifest { return this.active.manifest; }
@@ -54,27 +60,29 @@ export class ServedModel {
   static async load(bundleDir: string, active: ActiveRecord, o: ServedModelOptions): Promise<ServedModel> {
     const m = active.manifest;
     const bytes = new Uint8Array(await readFile(join(bundleDir, modelFile(m).path)));
-    const runner = await createRunner(m, bytes, { providers: m.runtime.executionProviders });
-    const model = new ServedModel(active, runner, o);
+    // In worker threads: loading, warming and running never stall the agent's event loop.
+    const runners: ModelRunner[] = [];
     try {
-      await model.prepare(bundleDir, o.warmupRuns ?? m.acceptance.warmupRuns ?? 3);
+      for (let i = 0; i < Math.max(1, o.concurrency); i++) runners.push(await createWorkerRunner(m.format, bytes, { providers: m.runtime.executionProviders }));
+      const model = new ServedModel(active, runners, o);
+      for (const r of runners) await model.prepare(r, bundleDir, o.warmupRuns ?? m.acceptance.warmupRuns ?? 3);
+      return model;
     } catch (err) {
-      await runner.close().catch(() => undefined);
+      await Promise.all(runners.map((r) => r.close().catch(() => undefined)));
       throw err;
     }
-    return model;
   }
 
-  private async prepare(bundleDir: string, warmupRuns: number): Promise<void> {
+  private async prepare(runner: ModelRunner, bundleDir: string, warmupRuns: number): Promise<void> {
     const m = this.manifest;
     const parsed = new Validator('golden file', GoldenFileSchema).parse(await readFile(join(bundleDir, m.golden.file)), 256 << 20);
     if (!parsed.ok) throw new EdgepackError('GOLDEN_INVALID', parsed.reason);
     const samples = decodeGolden(parsed.value);
-    const feeds = samples[0]?.inputs ?? Object.fromEntries(this.runner.inputs.map((t) => [t.name, zeros(t)]));
-    for (let i = 0; i < warmupRuns; i++) await this.runner.run(feeds);
+    const feeds = samples[0]?.inputs ?? Object.fromEntries(runner.inputs.map((t) => [t.name, zeros(t)]));
+    for (let i = 0; i < warmupRuns; i++) await runner.run(feeds);
     let worst = 0;
     for (const s of samples) {
-      const out = await this.runner.run(s.inputs);
+      const out = await runner.run(s.inputs);
       for (const [name, expected] of Object.entries(s.outputs)) {
         const got = out[name];
         worst = Math.max(worst, got ? maxAbsDiff(got, expected) : Infinity);
@@ -102,7 +110,9 @@ export class ServedModel {
     const queuedAt = now();
     const release = await this.queue.acquire(deadline, now);
     const startedAt = now();
-    const running = this.runner.run(inputs).finally(release);
+    const runner = this.free.pop()!;
+    // The decoded inputs belong to this request alone: move them to the worker, do not copy.
+    const running = runner.run(inputs, { transferInputs: true }).finally(() => { this.free.push(runner); release(); });
     const left = deadline - startedAt;
     if (left <= 0) {
       running.catch(() => undefined);
@@ -132,6 +142,6 @@ export class ServedModel {
     this.retired = true;
     if (this.users > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
     await this.queue.idle();
-    await this.runner.close();
+    await Promise.all(this.runners.map((r) => r.close()));
   }
 }
