@@ -610,3 +610,51 @@ export function createTelemetryValidator(): TelemetryValidator {
     },
   };
 }
+
+// ------------------------------------------------------------------ ingestion plan (receiver side)
+
+export interface TelemetryIngestPlan {
+  /** Windows to store; each first deletes the stored windows whose ranges it lists (a merge replaces its parts). */
+  insert: { window: TelemetryWindow; supersedes: SeqRange[] }[];
+  /** Gap reports to record: the seqs of each range that are not stored are lost. A gap never deletes a stored window. */
+  gaps: TelemetryGap[];
+  /** Ranges already stored (redeliveries): nothing to store, only to ack. */
+  duplicates: SeqRange[];
+  /** Entries that will never be accepted; those with seqs are in the ack's `refused`, so the device drops them. */
+  refused: ParsedTelemetryBatch['refused'];
+  /** Publish on the device's telemetry-ack topic once the plan is committed, never before. */
+  ack: TelemetryAck;
+}
+
+/**
+ * What a receiver does with one validated batch, given the window ranges it has already
+ * stored for the device (windows only, not gaps): the dedupe rule of telemetryIngestAction
+ * applied in order, so duplicates inside one batch are caught too. Pure; the receiver runs
+ * `insert` and `gaps` in one transaction and publishes `ack` after the commit.
+ */
+export function planTelemetryIngest(batch: ParsedTelemetryBatch, stored: readonly SeqRange[]): TelemetryIngestPlan {
+  let known: SeqRange[] = stored.map(([a, b]) => [a, b]);
+  const plan: TelemetryIngestPlan = { insert: [], gaps: [], duplicates: [], refused: [...batch.refused], ack: createTelemetryAck(batch.deviceId, []) };
+  const handled: SeqRange[] = [];
+  for (const w of batch.windows) {
+    const range = windowRange(w);
+    const act = telemetryIngestAction(range, known);
+    if (act.action === 'duplicate') {
+      plan.duplicates.push(range);
+      handled.push(range);
+    } else if (act.action === 'conflict') {
+      plan.refused.push({ seq: range[0], lastSeq: range[1], code: TelemetryRefusalCode.seqConflict, reason: `window ${range[0]}-${range[1]} overlaps the stored ${act.with[0]}-${act.with[1]} without containing it` });
+    } else {
+      plan.insert.push({ window: w, supersedes: act.supersedes });
+      known = [...known.filter(([a, b]) => !(a >= range[0] && b <= range[1])), range];
+      handled.push(range);
+    }
+  }
+  for (const g of batch.gaps) {
+    plan.gaps.push(g);
+    handled.push([g.seq, g.lastSeq]);
+  }
+  const refusedWithSeqs = plan.refused.filter((r): r is TelemetryRefusal => r.seq !== undefined && r.lastSeq !== undefined);
+  plan.ack = createTelemetryAck(batch.deviceId, handled, refusedWithSeqs);
+  return plan;
+}

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import {
   PROTOCOL_VERSION, TELEMETRY_BUCKET_BOUNDS_MS, TELEMETRY_BUCKET_COUNT, TelemetryRefusalCode, alignedWindow, bucketIndex, bucketRange,
   coalesceRanges, createTelemetryAck, createTelemetryValidator, emptyHistogram, histogramQuantile, mergeHistograms, mergeWindows, observe,
-  rangeCovered, telemetryIngestAction, windowRange, type TelemetryWindow,
+  planTelemetryIngest, rangeCovered, telemetryIngestAction, windowRange, type TelemetryWindow,
 } from '@edgepack/protocol';
 
 const DEVICE = 'dev_tel';
@@ -257,4 +257,22 @@ test('the ingest rule: redeliveries are duplicates, merges supersede their parts
   assert.deepEqual(telemetryIngestAction([1, 4], [[1, 1], [3, 3], [7, 7]]), { action: 'insert', supersedes: [[1, 1], [3, 3]] });
   assert.deepEqual(telemetryIngestAction([1, 2], [[1, 1], [2, 2]]), { action: 'insert', supersedes: [[1, 1], [2, 2]] });
   assert.deepEqual(telemetryIngestAction([3, 6], [[1, 4]]), { action: 'conflict', with: [1, 4] });
+});
+
+test('the ingest plan of a batch: inserts, superseded parts, duplicates (also inside the batch), conflicts refused, one ack', () => {
+  const w = (seq: number, last?: number) => (last ? mergeWindows(windowOf(seq, [1]), { ...windowOf(last, [2]), seq: seq + 1, ...(last > seq + 1 ? { merged: { lastSeq: last, windows: last - seq } } : {}) }) : windowOf(seq, [1]));
+  const batch = {
+    deviceId: DEVICE, sentAt: NOW.toISOString(),
+    windows: [w(1), w(1), w(3, 5), w(7), w(9, 10)],
+    gaps: [{ seq: 11, lastSeq: 12, windows: 2, from: '2026-03-01T11:10:00Z', to: '2026-03-01T11:12:00Z', reason: 'spool-full' as const }],
+    refused: [{ seq: 13, lastSeq: 13, code: 'MESSAGE_INVALID', reason: 'bad' }, { code: 'MESSAGE_INVALID', reason: 'no seq' }],
+  };
+  // Stored: 3 (the device later merged 3..5), and 6..7 (so window 7 is a duplicate), and 10..11 (sticks out of 9..10).
+  const plan = planTelemetryIngest(batch, [[3, 3], [6, 7], [10, 11]]);
+  assert.deepEqual(plan.insert.map((i) => [windowRange(i.window), i.supersedes]), [[[1, 1], []], [[3, 5], [[3, 3]]]]);
+  assert.deepEqual(plan.duplicates, [[1, 1], [7, 7]]);
+  assert.deepEqual(plan.refused.map((r) => [r.seq, r.code]), [[13, 'MESSAGE_INVALID'], [undefined, 'MESSAGE_INVALID'], [9, TelemetryRefusalCode.seqConflict]]);
+  assert.equal(plan.gaps.length, 1);
+  assert.deepEqual(plan.ack.acked, [[1, 1], [3, 5], [7, 7], [11, 12]]);
+  assert.deepEqual(plan.ack.refused.map((r) => [r.seq, r.lastSeq]), [[13, 13], [9, 10]]);
 });
