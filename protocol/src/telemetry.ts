@@ -114,7 +114,7 @@ export const TelemetrySwapsSchema = Type.Object({
   count: Count,
   /** Of those, switches where memory did not allow two models, so new requests were held. */
   held: Count,
-  /** Requests that waited for a held switch (they are also counted by outcome). */
+  /** Requests that waited for a held switch (they are also counted by outcome, in the window where they completed). */
   heldRequests: Count,
   /** Longest hold, ms. */
   maxHoldMs: Count,
@@ -536,7 +536,8 @@ function checkWindowRules(w: TelemetryWindow, ctx: TelemetryCheckContext): { ok:
   }
   if (w.swaps) {
     if (w.swaps.held > w.swaps.count) return fail(TelemetryRefusalCode.countsInconsistent, `${where}: ${w.swaps.held} held swaps out of ${w.swaps.count}`);
-    if (w.swaps.heldRequests > total) return fail(TelemetryRefusalCode.countsInconsistent, `${where}: ${w.swaps.heldRequests} held requests out of ${total}`);
+    // Held requests are counted by outcome where they complete, which may be the next window.
+    if (w.swaps.heldRequests > spanSec * TELEMETRY_LIMITS.maxRequestsPerSec) return fail(TelemetryRefusalCode.valueInvalid, `${where}: ${w.swaps.heldRequests} held requests in ${spanSec} s`);
     if (w.swaps.maxHoldMs > spanSec * 1000 + 60_000 * windowCount(w)) return fail(TelemetryRefusalCode.valueInvalid, `${where}: a ${w.swaps.maxHoldMs} ms hold`);
   }
   return null;

@@ -236,11 +236,13 @@ export class TelemetrySpool {
   }
 
   /**
-   * Brings the live entries under the cap: merge windows within ever coarser aligned periods,
-   * oldest first; then drop the oldest windows, folding each into a gap report.
+   * Brings the live entries down to 3/4 of the cap (so that the appends after it are plain
+   * appends again, not one rewrite each, which would wear a device's flash): merge windows
+   * within ever coarser aligned periods, oldest first; then drop the oldest windows, folding
+   * each into a gap report.
    */
   private makeRoom(): void {
-    const cap = this.o.capBytes;
+    const cap = Math.floor(this.o.capBytes * 0.75);
     let live = this.liveBytes;
     for (const level of this.o.mergeLevelsSec ?? DEFAULT_MERGE_LEVELS_SEC) {
       const len = level * 1000;
@@ -259,7 +261,7 @@ export class TelemetrySpool {
       }
       if (live <= cap) break;
     }
-    if (live > cap) this.o.log.warn({ liveBytes: live, capBytes: cap }, 'telemetry spool: full even after merging; dropping the oldest windows and reporting the gap');
+    if (live > cap) this.o.log.warn({ liveBytes: live, capBytes: this.o.capBytes }, 'telemetry spool: full even after merging; dropping the oldest windows and reporting the gap');
     while (live > cap) {
       const j = this.entries.findIndex((e) => e.kind === 'window');
       if (j < 0) {
