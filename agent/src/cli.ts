@@ -67,6 +67,8 @@ async function main(argv: string[]): Promise<number> {
       dataDir, log, agentVersion: version, link: agent.link,
       listen: { ...(config.serve ? { tcp: config.serve } : {}), ...(config.serveSocket ? { socketPath: config.serveSocket } : {}) },
       concurrency: config.serveConcurrency, maxQueued: config.serveQueue, defaultTimeoutMs: config.serveTimeoutMs, memoryFactor: config.serveMemoryFactor,
+      // No spinning between runs: a server's cores are needed for HTTP and MQTT in between.
+      runner: { intraOpThreads: config.serveThreads, allowSpinning: false },
       telemetry: { windowSec: config.telemetryWindowSec, spoolBytes: config.telemetrySpoolBytes, reconnectJitterMs: config.telemetryJitterMs, maxWindowsPerSec: config.telemetryRate },
     });
     console.log(JSON.stringify({ event: 'serving', ...(serving.url ? { url: serving.url } : {}), ...(serving.socketPath ? { socket: serving.socketPath } : {}) }));

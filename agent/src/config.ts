@@ -23,6 +23,7 @@ export interface AgentConfig {
   serveQueue: number;
   serveTimeoutMs: number;
   serveMemoryFactor: number;
+  serveThreads: number;
   telemetryWindowSec: number;
   telemetrySpoolBytes: number;
   telemetryJitterMs: number;
@@ -53,6 +54,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { flag: 'serve-queue', env: 'EDGEPACK_AGENT_SERVE_QUEUE', arg: 'N', key: 'serveQueue', kind: 'non-negative-int', default: '32', help: 'requests waiting per model before 503 + Retry-After' },
   { flag: 'serve-timeout-ms', env: 'EDGEPACK_AGENT_SERVE_TIMEOUT_MS', arg: 'MS', key: 'serveTimeoutMs', kind: 'positive-int', default: '30000', help: 'a request\'s timeout unless it sets timeout_ms (then 504)' },
   { flag: 'serve-memory-factor', env: 'EDGEPACK_AGENT_SERVE_MEMORY_FACTOR', arg: 'X', key: 'serveMemoryFactor', kind: 'positive-number', default: '3', help: 'a swap loads the new model beside the old one only with model size × X available, else holds requests' },
+  { flag: 'serve-threads', env: 'EDGEPACK_AGENT_SERVE_THREADS', arg: 'N', key: 'serveThreads', kind: 'non-negative-int', default: '0', help: 'onnxruntime intra-op threads per served model (0: one per core)' },
   { flag: 'telemetry-window-sec', env: 'EDGEPACK_AGENT_TELEMETRY_WINDOW_SEC', arg: 'N', key: 'telemetryWindowSec', kind: 'window-sec', default: '60', help: 'telemetry window length, aligned; divides 3600' },
   { flag: 'telemetry-spool-bytes', env: 'EDGEPACK_AGENT_TELEMETRY_SPOOL_BYTES', arg: 'N', key: 'telemetrySpoolBytes', kind: 'positive-int', default: '4194304', help: 'cap of the on-disk telemetry spool (at least 16384)' },
   { flag: 'telemetry-jitter-ms', env: 'EDGEPACK_AGENT_TELEMETRY_JITTER_MS', arg: 'MS', key: 'telemetryJitterMs', kind: 'non-negative-int', default: '5000', help: 'random delay before draining telemetry after a reconnect' },

@@ -36,6 +36,11 @@ export interface RunnerOptions {
   /** Preferred execution providers in order; the runner falls back to CPU when one is missing. */
   providers?: string[];
   intraOpThreads?: number;
+  /**
+   * onnxruntime's intra-op threads spin for a while after each run (its default), which wins
+   * for back-to-back runs but burns the cores a server needs between requests. False turns it off.
+   */
+  allowSpinning?: boolean;
 }
 
 export type RunnerFactory = (modelBytes: Uint8Array, options: RunnerOptions) => Promise<ModelRunner>;

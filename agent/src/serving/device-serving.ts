@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { ActiveRecord } from '../bundle-slots.js';
 import type { DeviceLink } from '../device-link.js';
 import type { Logger } from '../logger.js';
+import type { RunnerOptions } from '../runtime/runner.js';
 import { SystemSampler, type SystemSamplerOptions } from '../telemetry/system-figures.js';
 import { TelemetryPipeline } from '../telemetry/telemetry-pipeline.js';
 import { TelemetrySpool } from '../telemetry/telemetry-spool.js';
@@ -23,6 +24,8 @@ export interface DeviceServingOptions {
   defaultTimeoutMs: number;
   memoryFactor: number;
   maxBodyBytes?: number;
+  /** Runtime settings for served models (threads, spinning). */
+  runner?: RunnerOptions;
   telemetry: {
     windowSec: number;
     spoolBytes: number;
@@ -87,6 +90,7 @@ export async function startDeviceServing(o: DeviceServingOptions): Promise<Devic
     defaultTimeoutMs: o.defaultTimeoutMs, memoryFactor: o.memoryFactor,
     availableMemoryBytes: o.availableMemoryBytes ?? (() => sampler.availableMemoryBytes()), observer,
     ...(o.load ? { load: o.load } : {}),
+    ...(o.runner ? { runner: o.runner } : {}),
   });
   const svc = service;
   const handler = createServingHandler({ service: svc, metrics, log: o.log, agentVersion: o.agentVersion, maxBodyBytes: o.maxBodyBytes ?? 64 << 20 });

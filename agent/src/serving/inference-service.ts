@@ -99,7 +99,7 @@ export class InferenceService {
 
   private async load(active: ActiveRecord): Promise<ServedModel> {
     if (this.o.load) return this.o.load(active);
-    return ServedModel.load(this.o.bundleDir(active.bundleId), active, { concurrency: this.o.concurrency, maxQueued: this.o.maxQueued });
+    return ServedModel.load(this.o.bundleDir(active.bundleId), active, { concurrency: this.o.concurrency, maxQueued: this.o.maxQueued, ...(this.o.runner ? { runner: this.o.runner } : {}) });
   }
 
   private async switchTo(active: ActiveRecord | null): Promise<void> {

@@ -4,7 +4,7 @@ import { EdgepackError, GoldenFileSchema, Validator, errorMessage, modelFile, ty
 import { decodeGolden, maxAbsDiff } from '../benchmark-stats.js';
 import type { ActiveRecord } from '../bundle-slots.js';
 import { createWorkerRunner } from '../runtime/worker-runner.js';
-import type { ModelRunner, TensorInfo, TensorValue } from '../runtime/runner.js';
+import type { ModelRunner, RunnerOptions, TensorInfo, TensorValue } from '../runtime/runner.js';
 import { ServingError, type ModelSignature } from './kserve-codec.js';
 import { RunQueue } from './run-queue.js';
 
@@ -14,6 +14,8 @@ export interface ServedModelOptions {
   maxQueued: number;
   /** Warm-up runs before the model counts as ready (default: the manifest's acceptance.warmupRuns, else 3). */
   warmupRuns?: number;
+  /** Runtime settings (threads, spinning); providers come from the manifest. */
+  runner?: RunnerOptions;
 }
 
 /** Bytes of a bundle's model file: what the memory check of a hot swap scales. */
@@ -63,7 +65,7 @@ export class ServedModel {
     // In worker threads: loading, warming and running never stall the agent's event loop.
     const runners: ModelRunner[] = [];
     try {
-      for (let i = 0; i < Math.max(1, o.concurrency); i++) runners.push(await createWorkerRunner(m.format, bytes, { providers: m.runtime.executionProviders }));
+      for (let i = 0; i < Math.max(1, o.concurrency); i++) runners.push(await createWorkerRunner(m.format, bytes, { ...o.runner, providers: m.runtime.executionProviders }));
       const model = new ServedModel(active, runners, o);
       for (const r of runners) await model.prepare(r, bundleDir, o.warmupRuns ?? m.acceptance.warmupRuns ?? 3);
       return model;

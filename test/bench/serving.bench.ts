@@ -1,0 +1,146 @@
+// The on-device inference service against the bare runtime, side by side in one run: one real
+// agent process (--serve) serving mobilenet_v2 and then fashion_cnn, rolled out by a real
+// orchestrator; requests/s and p50/p99 through HTTP (KServe v2 JSON and the binary tensor
+// extension) next to a bare onnxruntime-node loop on the same bundle file with the same
+// session options. Also where the time goes: the service's request decoding, timed alone.
+import { readFile } from 'node:fs/promises';
+import { Agent as HttpAgent, request } from 'node:http';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import * as ort from 'onnxruntime-node';
+import { decodeInferRequest } from '@edgepack/agent/serving/kserve-codec.js';
+import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
+import { sharedModelsDir } from '../support/paths.js';
+import { startAgent, startOrchestrator, tempDir, until, type Orchestrator } from '../support/processes.js';
+import { kserveBinary, kserveJson, randomFloats } from '../support/serving-fixtures.js';
+
+interface Row { model: string; path: string; conc: number; n: number; rps: number; p50: number; p99: number; vsBare: string }
+
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+
+/** Runs `once` from `conc` loops until `n` calls are done; per-call latency and overall rate. */
+async function drive(n: number, conc: number, once: () => Promise<void>): Promise<{ rps: number; p50: number; p99: number }> {
+  const times: number[] = [];
+  let left = n;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: conc }, async () => {
+    while (left-- > 0) {
+      const s = performance.now();
+      await once();
+      times.push(performance.now() - s);
+    }
+  }));
+  const elapsed = performance.now() - t0;
+  times.sort((a, b) => a - b);
+  return { rps: n / (elapsed / 1000), p50: pct(times, 50), p99: pct(times, 99) };
+}
+
+function post(url: URL, agent: HttpAgent, body: Buffer, headers: Record<string, string>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers: { ...headers, 'content-length': String(body.length) } }, (res) => {
+      res.on('data', () => undefined);
+      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function rollOutModel(orch: Orchestrator, deviceId: string, bytes: Uint8Array, name: string): Promise<string> {
+  const up = await orch.api('POST', `/v1/models?name=${name}&version=1`, bytes);
+  if (up.status !== 201) throw new Error(JSON.stringify(up.body));
+  const b = await orch.api('POST', '/v1/builds', { modelId: up.body.model.id, profiles: ['x86-64-gateway'] });
+  const build = await until('build', async () => {
+    const r = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
+    return r.body.build.status !== 'queued' && r.body.build.status !== 'running' && r.body.build;
+  }, 600_000, 200);
+  if (build.status !== 'succeeded') throw new Error(JSON.stringify(build));
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: [deviceId] } });
+  await until('rollout', async () => (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout.status === 'succeeded', 300_000, 200);
+  return build.artifacts[0].bundleId as string;
+}
+
+async function bundleFile(orch: Orchestrator, bundleId: string): Promise<Uint8Array> {
+  const b = (await orch.api('GET', `/v1/bundles/${bundleId}`)).body.bundle;
+  const f = b.manifest.files.find((x: { role: string }) => x.role === 'model');
+  const res = await fetch(`${orch.url}/v1/bundles/${bundleId}/files/${f.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+export async function run(): Promise<void> {
+  const dir = await tempDir('bench-serving');
+  const orch = await startOrchestrator(join(dir.path, 'o'), ['--log-level', 'warn']);
+  const rows: Row[] = [];
+  const decodeRows: string[] = [];
+  try {
+    const agentProc = await startAgent(orch, join(dir.path, 'a'), { profile: 'x86-64-gateway', env: { EDGEPACK_AGENT_SERVE: '127.0.0.1:0', EDGEPACK_AGENT_LOG_LEVEL: 'warn', EDGEPACK_AGENT_SERVE_QUEUE: '64' } });
+    try {
+      const deviceId = (await agentProc.event('started')).deviceId as string;
+      const base = new URL((await agentProc.event('serving')).url as string);
+      const shared = sharedModelsDir();
+      const cases = shared
+        ? [
+          { name: 'mobilenet_v2', bytes: new Uint8Array(await readFile(join(shared, 'mobilenet_v2.onnx'))), dims: [1, 3, 224, 224], n: 300 },
+          { name: 'fashion_cnn', bytes: new Uint8Array(await readFile(join(shared, 'fashion_cnn.onnx'))), dims: [1, 1, 28, 28], n: 3000 },
+        ]
+        : [{ name: 'tiny_mlp', bytes: buildTinyMlpModel({ hidden: 2048 }), dims: [1, 1, 28, 28], n: 2000 }];
+      for (const c of cases) {
+        const bundleId = await rollOutModel(orch, deviceId, c.bytes, c.name);
+        const model = await bundleFile(orch, bundleId);
+        const x = randomFloats(c.dims.reduce((a, b) => a * b, 1), 42);
+        const feeds = { input: { dtype: 'float32' as const, dims: c.dims, data: x } };
+        const json = Buffer.from(kserveJson(feeds));
+        const bin = kserveBinary(feeds, { parameters: { binary_data_output: true } });
+        const url = new URL(`/v2/models/${c.name}/infer`, base);
+        const agent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
+        const viaJson = () => post(url, agent, json, { 'content-type': 'application/json' });
+        const viaBinary = () => post(url, agent, bin.body, { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(bin.headerLength) });
+        // The bare loop: the same bundle file, the same session options as the agent's served runner (all cores, no spinning).
+        const session = await ort.InferenceSession.create(model, {
+          executionProviders: ['cpu'], intraOpNumThreads: 0, graphOptimizationLevel: 'all',
+          extra: { session: { 'intra_op.allow_spinning': '0', 'inter_op.allow_spinning': '0' } },
+        });
+        const bare = async () => { await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', x, c.dims) }); };
+        const warm = Math.max(10, Math.round(c.n / 20));
+        for (const f of [bare, viaJson, viaBinary]) for (let i = 0; i < warm; i++) await f();
+        for (const conc of [1, 4]) {
+          // Interleaved in rounds, so drift on a shared machine hits every path alike.
+          const acc: Record<string, { rps: number[]; p50: number[]; p99: number[] }> = {};
+          const rounds = 3;
+          for (let r = 0; r < rounds; r++) {
+            for (const [path, f] of [['bare onnxruntime', bare], ['service binary', viaBinary], ['service JSON', viaJson]] as const) {
+              const m = await drive(Math.round(c.n / rounds), conc, f);
+              const a = (acc[path] ??= { rps: [], p50: [], p99: [] });
+              a.rps.push(m.rps); a.p50.push(m.p50); a.p99.push(m.p99);
+            }
+          }
+          const med = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
+          const bareP50 = med(acc['bare onnxruntime']!.p50);
+          for (const [path, a] of Object.entries(acc)) {
+            rows.push({ model: c.name, path, conc, n: c.n, rps: med(a.rps), p50: med(a.p50), p99: med(a.p99), vsBare: path.startsWith('bare') ? '1.00' : (med(a.p50) / bareP50).toFixed(2) });
+          }
+        }
+        await session.release();
+        agent.destroy();
+        // Where the time goes: the service's own decoding of the same bodies, alone.
+        const sig = { inputs: [{ name: 'input', dtype: 'float32' as const, shape: ['batch', ...c.dims.slice(1)] }], outputs: [{ name: 'output', dtype: 'float32' as const, shape: ['batch', 0] }] };
+        const time = (f: () => void) => { for (let i = 0; i < 5; i++) f(); const s = performance.now(); const k = 50; for (let i = 0; i < k; i++) f(); return (performance.now() - s) / k; };
+        const jsonMs = time(() => decodeInferRequest(json, undefined, sig));
+        const binMs = time(() => decodeInferRequest(bin.body, String(bin.headerLength), sig));
+        decodeRows.push(`${c.name.padEnd(13)} body JSON ${(json.length / 1024).toFixed(0).padStart(5)} KiB → decode ${jsonMs.toFixed(3)} ms; binary ${(bin.body.length / 1024).toFixed(0).padStart(5)} KiB → decode ${binMs.toFixed(3)} ms`);
+      }
+    } finally {
+      await agentProc.kill();
+    }
+  } finally {
+    await orch.stop();
+    await dir.remove();
+  }
+  console.log('requests through the agent\'s KServe v2 service vs the bare onnxruntime-node loop (same bundle file, same session options)');
+  console.log('model          path              conc  req/s    p50 ms   p99 ms   p50 vs bare');
+  for (const r of rows) {
+    console.log(`${r.model.padEnd(14)} ${r.path.padEnd(17)} ${String(r.conc).padStart(4)} ${r.rps.toFixed(0).padStart(6)} ${r.p50.toFixed(3).padStart(9)} ${r.p99.toFixed(3).padStart(8)}   ${r.vsBare}x`);
+  }
+  console.log('\nwhere the time goes (the service decoding the request body, in-process):');
+  for (const l of decodeRows) console.log(l);
+}
