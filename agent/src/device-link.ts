@@ -24,14 +24,24 @@ export class DeviceLink extends EventEmitter<DeviceLinkEvents> {
     return this.client?.connected === true;
   }
 
-  /** Publishes at QoS 1; resolves once the broker has acknowledged (PUBACK), rejects when not connected or on failure. */
-  publish(kind: DeviceTopicKind, payload: string | Buffer): Promise<void> {
+  /**
+   * Publishes at QoS 1; resolves once the broker has acknowledged (PUBACK). Rejects when not
+   * connected, on failure, or when no PUBACK came within `timeoutMs` (a connection that died
+   * with the message in flight must not leave the caller waiting forever).
+   */
+  publish(kind: DeviceTopicKind, payload: string | Buffer, timeoutMs = 15_000): Promise<void> {
     const c = this.client;
     if (!c?.connected) return Promise.reject(Object.assign(new Error('not connected'), { code: 'NOT_CONNECTED' }));
     return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(Object.assign(new Error(`no PUBACK within ${timeoutMs} ms`), { code: 'PUBLISH_TIMEOUT' })), timeoutMs);
       try {
-        c.publish(deviceTopic(this.deviceId, kind), payload, { qos: 1 }, (err) => (err ? reject(err) : resolve()));
+        c.publish(deviceTopic(this.deviceId, kind), payload, { qos: 1 }, (err) => {
+          clearTimeout(timer);
+          if (err) reject(err);
+          else resolve();
+        });
       } catch (err) {
+        clearTimeout(timer);
         reject(new Error(errorMessage(err)));
       }
     });

@@ -35,9 +35,27 @@ async function drive(n: number, conc: number, once: () => Promise<void>): Promis
   return { rps: n / (elapsed / 1000), p50: pct(times, 50), p99: pct(times, 99) };
 }
 
-function post(url: URL, agent: HttpAgent, body: Buffer, headers: Record<string, string>): Promise<void> {
+/** At concurrency 1 the paths take turns request by request, so each pair of samples sees the same machine load. */
+async function lockstep(n: number, paths: readonly (readonly [string, () => Promise<void>])[]): Promise<Record<string, { rps: number; p50: number; p99: number }>> {
+  const times: Record<string, number[]> = Object.fromEntries(paths.map(([k]) => [k, []]));
+  for (let i = 0; i < n; i++) {
+    for (const [k, f] of paths) {
+      const s = performance.now();
+      await f();
+      times[k]!.push(performance.now() - s);
+    }
+  }
+  return Object.fromEntries(Object.entries(times).map(([k, t]) => {
+    const total = t.reduce((a, b) => a + b, 0);
+    t.sort((a, b) => a - b);
+    return [k, { rps: n / (total / 1000), p50: pct(t, 50), p99: pct(t, 99) }];
+  }));
+}
+
+function post(url: URL, agent: HttpAgent, body: Buffer, headers: Record<string, string>, socketPath?: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers: { ...headers, 'content-length': String(body.length) } }, (res) => {
+    const where = socketPath ? { socketPath } : { host: url.hostname, port: url.port };
+    const req = request({ ...where, path: url.pathname, method: 'POST', agent, headers: { ...headers, 'content-length': String(body.length) } }, (res) => {
       res.on('data', () => undefined);
       res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
     });
@@ -73,7 +91,8 @@ export async function run(): Promise<void> {
   const rows: Row[] = [];
   const decodeRows: string[] = [];
   try {
-    const agentProc = await startAgent(orch, join(dir.path, 'a'), { profile: 'x86-64-gateway', env: { EDGEPACK_AGENT_SERVE: '127.0.0.1:0', EDGEPACK_AGENT_LOG_LEVEL: 'warn', EDGEPACK_AGENT_SERVE_QUEUE: '64' } });
+    const socketPath = join(dir.path, 'infer.sock');
+    const agentProc = await startAgent(orch, join(dir.path, 'a'), { profile: 'x86-64-gateway', env: { EDGEPACK_AGENT_SERVE: '127.0.0.1:0', EDGEPACK_AGENT_SERVE_SOCKET: socketPath, EDGEPACK_AGENT_LOG_LEVEL: 'warn', EDGEPACK_AGENT_SERVE_QUEUE: '64' } });
     try {
       const deviceId = (await agentProc.event('started')).deviceId as string;
       const base = new URL((await agentProc.event('serving')).url as string);
@@ -93,8 +112,11 @@ export async function run(): Promise<void> {
         const bin = kserveBinary(feeds, { parameters: { binary_data_output: true } });
         const url = new URL(`/v2/models/${c.name}/infer`, base);
         const agent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
+        const unixAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
+        const binHeaders = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(bin.headerLength) };
         const viaJson = () => post(url, agent, json, { 'content-type': 'application/json' });
-        const viaBinary = () => post(url, agent, bin.body, { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(bin.headerLength) });
+        const viaBinary = () => post(url, agent, bin.body, binHeaders);
+        const viaSocket = () => post(url, unixAgent, bin.body, binHeaders, socketPath);
         // The bare loop: the same bundle file, the same session options as the agent's served runner (all cores, no spinning).
         const session = await ort.InferenceSession.create(model, {
           executionProviders: ['cpu'], intraOpNumThreads: 0, graphOptimizationLevel: 'all',
@@ -102,24 +124,29 @@ export async function run(): Promise<void> {
         });
         const bare = async () => { await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', x, c.dims) }); };
         const warm = Math.max(10, Math.round(c.n / 20));
-        for (const f of [bare, viaJson, viaBinary]) for (let i = 0; i < warm; i++) await f();
-        for (const conc of [1, 4]) {
-          // Interleaved in rounds, so drift on a shared machine hits every path alike.
-          const acc: Record<string, { rps: number[]; p50: number[]; p99: number[] }> = {};
-          const rounds = 3;
-          for (let r = 0; r < rounds; r++) {
-            for (const [path, f] of [['bare onnxruntime', bare], ['service binary', viaBinary], ['service JSON', viaJson]] as const) {
-              const m = await drive(Math.round(c.n / rounds), conc, f);
-              const a = (acc[path] ??= { rps: [], p50: [], p99: [] });
-              a.rps.push(m.rps); a.p50.push(m.p50); a.p99.push(m.p99);
-            }
-          }
-          const med = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
-          const bareP50 = med(acc['bare onnxruntime']!.p50);
-          for (const [path, a] of Object.entries(acc)) {
-            rows.push({ model: c.name, path, conc, n: c.n, rps: med(a.rps), p50: med(a.p50), p99: med(a.p99), vsBare: path.startsWith('bare') ? '1.00' : (med(a.p50) / bareP50).toFixed(2) });
+        const paths = [['bare onnxruntime', bare], ['service binary', viaBinary], ['  … unix socket', viaSocket], ['service JSON', viaJson]] as const;
+        for (const [, f] of paths) for (let i = 0; i < warm; i++) await f();
+        const single = await lockstep(c.n, paths);
+        for (const [path, m] of Object.entries(single)) {
+          rows.push({ model: c.name, path, conc: 1, n: c.n, ...m, vsBare: (m.p50 / single['bare onnxruntime']!.p50).toFixed(2) });
+        }
+        // Four requests in flight: interleaved in rounds, so drift on a shared machine hits every path alike.
+        const conc = 4;
+        const acc: Record<string, { rps: number[]; p50: number[]; p99: number[] }> = {};
+        const rounds = 5;
+        for (let r = 0; r < rounds; r++) {
+          for (const [path, f] of paths) {
+            const m = await drive(Math.round(c.n / rounds), conc, f);
+            const a = (acc[path] ??= { rps: [], p50: [], p99: [] });
+            a.rps.push(m.rps); a.p50.push(m.p50); a.p99.push(m.p99);
           }
         }
+        const med = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
+        const bareP50 = med(acc['bare onnxruntime']!.p50);
+        for (const [path, a] of Object.entries(acc)) {
+          rows.push({ model: c.name, path, conc, n: c.n, rps: med(a.rps), p50: med(a.p50), p99: med(a.p99), vsBare: (med(a.p50) / bareP50).toFixed(2) });
+        }
+        unixAgent.destroy();
         await session.release();
         agent.destroy();
         // Where the time goes: the service's own decoding of the same bodies, alone.
@@ -136,7 +163,8 @@ export async function run(): Promise<void> {
     await orch.stop();
     await dir.remove();
   }
-  console.log('requests through the agent\'s KServe v2 service vs the bare onnxruntime-node loop (same bundle file, same session options)');
+  console.log('requests through the agent\'s KServe v2 service vs the bare onnxruntime-node loop (same bundle file, same session options);');
+  console.log('conc 1: the paths take turns request by request; conc 4: medians of 5 interleaved rounds');
   console.log('model          path              conc  req/s    p50 ms   p99 ms   p50 vs bare');
   for (const r of rows) {
     console.log(`${r.model.padEnd(14)} ${r.path.padEnd(17)} ${String(r.conc).padStart(4)} ${r.rps.toFixed(0).padStart(6)} ${r.p50.toFixed(3).padStart(9)} ${r.p99.toFixed(3).padStart(8)}   ${r.vsBare}x`);

@@ -24,25 +24,37 @@ function send(res: ServerResponse, status: number, body: Buffer | string, header
   res.end(b);
 }
 
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+/**
+ * Reads a request body. With a Content-Length, straight into an ArrayBuffer of its own (`owned`),
+ * placed so that byte `alignAt` (where the binary tensors start) lands on an 8-byte boundary:
+ * the decoder can then take tensors as views instead of copies.
+ */
+function readBody(req: IncomingMessage, max: number, alignAt: number): Promise<{ body: Buffer; owned: boolean }> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > max) {
       req.resume();
       return reject(new EdgepackError('INFER_BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the ${max}-byte limit`));
     }
+    const sized = Number.isSafeInteger(declared) && declared >= 0;
+    const pad = (8 - (alignAt % 8)) % 8;
+    const into = sized ? Buffer.from(new ArrayBuffer(declared + pad), pad, declared) : undefined;
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > max) {
+      if (size + c.length > (into ? into.length : max)) {
         req.destroy();
-        reject(new EdgepackError('INFER_BODY_TOO_LARGE', `request body exceeds the ${max}-byte limit`));
+        reject(new EdgepackError('INFER_BODY_TOO_LARGE', into ? 'request body is longer than its Content-Length' : `request body exceeds the ${max}-byte limit`));
         return;
       }
-      chunks.push(c);
+      if (into) c.copy(into, size);
+      else chunks.push(c);
+      size += c.length;
     });
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.on('end', () => {
+      if (into) return size === into.length ? resolve({ body: into, owned: true }) : reject(new EdgepackError('INFER_BODY_ABORTED', 'request body is shorter than its Content-Length'));
+      resolve({ body: Buffer.concat(chunks, size), owned: false });
+    });
     req.on('error', reject);
     req.on('aborted', () => reject(new EdgepackError('INFER_BODY_ABORTED', 'the client went away before the body was complete')));
   });
@@ -73,7 +85,7 @@ export function createServingHandler(o: ServingHttpOptions): (req: IncomingMessa
       return send(res, ready ? 200 : 503, JSON.stringify({ ready, ...(ready ? {} : { error: service.readyReason }) }));
     }
     if (path === '/v2' || path === '/v2/') {
-      return send(res, 200, JSON.stringify({ name: 'edgepack-agent', version: o.agentVersion, extensions: ['binary_tensor_data', 'model_repository_readonly'] }));
+      return send(res, 200, JSON.stringify({ name: 'edgepack-agent', version: o.agentVersion, extensions: ['binary_tensor_data'] }));
     }
     if (path === '/metrics') {
       if (method !== 'GET') return send(res, 405, errorBody('use GET'), { 'content-type': 'application/json', allow: 'GET' });
@@ -101,9 +113,10 @@ export function createServingHandler(o: ServingHttpOptions): (req: IncomingMessa
       };
       res.once('finish', finish);
       res.once('close', finish);
-      let body: Buffer;
+      let body: { body: Buffer; owned: boolean };
+      const headerLength = header(req, 'inference-header-content-length');
       try {
-        body = await readBody(req, o.maxBodyBytes);
+        body = await readBody(req, o.maxBodyBytes, Number(headerLength) || 0);
       } catch (err) {
         const m2 = service.model;
         record = { bundleId: m2?.bundleId ?? null, modelName: m2?.name ?? null, outcome: 'invalid', items: 0 };
@@ -111,8 +124,8 @@ export function createServingHandler(o: ServingHttpOptions): (req: IncomingMessa
         return send(res, 413, errorBody(errorMessage(err)));
       }
       const out = await service.infer({
-        name, ...(version !== undefined ? { version } : {}), body, receivedAt,
-        ...(header(req, 'inference-header-content-length') !== undefined ? { headerLength: header(req, 'inference-header-content-length') } : {}),
+        name, ...(version !== undefined ? { version } : {}), body: body.body, ownsBody: body.owned, receivedAt,
+        ...(headerLength !== undefined ? { headerLength } : {}),
         ...(header(req, 'timeout-ms') !== undefined ? { timeoutHeader: header(req, 'timeout-ms') } : {}),
       });
       record = out.record;

@@ -220,7 +220,7 @@ export class InferenceService {
    * One inference request, from its raw body to its answer. Never throws: every failure is an
    * answer (400, 404, 503 + Retry-After, 504, 500) with its outcome for telemetry.
    */
-  async infer(args: { name: string; version?: string; body: Buffer; headerLength?: string; timeoutHeader?: string; receivedAt: number }): Promise<InferResult> {
+  async infer(args: { name: string; version?: string; body: Buffer; ownsBody?: boolean; headerLength?: string; timeoutHeader?: string; receivedAt: number }): Promise<InferResult> {
     let chosen: ServedModel | undefined;
     let held = false;
     let items = 0;
@@ -238,7 +238,7 @@ export class InferenceService {
       chosen = r.model;
       chosen.enter();
       try {
-        const req = decodeInferRequest(args.body, args.headerLength, chosen.signature);
+        const req = decodeInferRequest(args.body, args.headerLength, chosen.signature, args.ownsBody === true);
         if (req.timeoutMs !== undefined) deadline = Math.min(deadline, args.receivedAt + req.timeoutMs);
         const run = await chosen.run(req.inputs, deadline, this.now);
         queueMs = run.startedAt - args.receivedAt;

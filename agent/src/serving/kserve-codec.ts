@@ -159,25 +159,37 @@ function fromJson(values: unknown[], dtype: TensorDType, name: string): TensorVa
   }
 }
 
-function fromBinary(bytes: Buffer, dtype: TensorDType): TensorValue['data'] {
-  // Copy into a fresh ArrayBuffer: the slice of the body may be unaligned for the element width.
-  const buf = new ArrayBuffer(bytes.length);
-  new Uint8Array(buf).set(bytes);
+function fromBinary(bytes: Buffer, dtype: TensorDType, owned: boolean): TensorValue['data'] {
+  const width = WIDTH[dtype];
+  let buf: ArrayBuffer;
+  let offset = 0;
+  if (owned && bytes.byteOffset % width === 0) {
+    // The fast path: a view on the body itself, no copy (the body is this request's alone).
+    buf = bytes.buffer as ArrayBuffer;
+    offset = bytes.byteOffset;
+  } else {
+    // Copy into a fresh ArrayBuffer: the slice may be unaligned, or share memory with others.
+    buf = new ArrayBuffer(bytes.length);
+    new Uint8Array(buf).set(bytes);
+  }
+  const n = bytes.length / width;
   switch (dtype) {
-    case 'float32': return new Float32Array(buf);
-    case 'float16': return new Uint16Array(buf);
-    case 'int8': return new Int8Array(buf);
-    case 'int32': return new Int32Array(buf);
-    case 'int64': return new BigInt64Array(buf);
-    default: return new Uint8Array(buf);
+    case 'float32': return new Float32Array(buf, offset, n);
+    case 'float16': return new Uint16Array(buf, offset, n);
+    case 'int8': return new Int8Array(buf, offset, n);
+    case 'int32': return new Int32Array(buf, offset, n);
+    case 'int64': return new BigInt64Array(buf, offset, n);
+    default: return new Uint8Array(buf, offset, n);
   }
 }
 
 /**
  * Decodes and checks an inference request against the model's signature. Throws a 400
- * ServingError that names the tensor, what was sent and what the model takes.
+ * ServingError that names the tensor, what was sent and what the model takes. `ownsBody`: the
+ * body's whole ArrayBuffer belongs to this request (see readBody), so aligned binary tensors
+ * may be views on it rather than copies, and may be moved to the runner's thread.
  */
-export function decodeInferRequest(body: Buffer, headerLength: string | undefined, sig: ModelSignature): DecodedInfer {
+export function decodeInferRequest(body: Buffer, headerLength: string | undefined, sig: ModelSignature, ownsBody = false): DecodedInfer {
   const { json, binary } = splitInferBody(body, headerLength);
   let req: unknown;
   try {
@@ -226,7 +238,7 @@ export function decodeInferRequest(body: Buffer, headerLength: string | undefine
       const need = count * WIDTH[spec.dtype];
       if (typeof size !== 'number' || size !== need) throw invalid(`input '${name}': binary_data_size ${JSON.stringify(size)}, but ${describe(spec)} with shape ${JSON.stringify(dims)} is ${need} bytes`);
       if (cursor + size > binary.length) throw invalid(`input '${name}': the body holds ${binary.length - cursor} more binary bytes, binary_data_size says ${size}`);
-      data = fromBinary(binary.subarray(cursor, cursor + size), spec.dtype);
+      data = fromBinary(binary.subarray(cursor, cursor + size), spec.dtype, ownsBody);
       cursor += size;
     } else {
       const flat = flatten(raw.data, dims, name);

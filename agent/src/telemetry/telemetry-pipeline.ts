@@ -45,6 +45,13 @@ export class TelemetryPipeline implements ServingObserver {
   /** When each spooled entry (by its seq range) was last published. */
   private readonly sentAt = new Map<string, number>();
   private tokens: number;
+  /**
+   * Resends without any ack in between double the ack timeout (up to 16×), so a receiver that
+   * is up but not acking (down, or not yet speaking telemetry) is not sent the whole spool
+   * every ackTimeoutMs. Any ack resets it.
+   */
+  private backoff = 1;
+  private resentSinceAck = false;
   private tokensAt: number;
   private readonly validate = createTelemetryValidator();
   private readonly onConnected = () => this.afterConnect();
@@ -114,16 +121,27 @@ export class TelemetryPipeline implements ServingObserver {
   private async send(): Promise<void> {
     if (this.sending || this.stopped) return;
     this.sending = true;
+    // Fixed for this pass, and the backoff grows at most once per pass.
+    const ackTimeout = (this.o.ackTimeoutMs ?? 30_000) * this.backoff;
+    let backedOff = false;
     try {
       while (!this.stopped && this.o.link.connected) {
         const now = this.o.now();
         this.tokens = Math.min(this.batchEntries, this.tokens + ((now - this.tokensAt) / 1000) * this.rate);
         this.tokensAt = now;
-        const ackTimeout = this.o.ackTimeoutMs ?? 30_000;
+        let resend = false;
         const due = this.o.spool.pending.filter((e) => {
           const at = this.sentAt.get(keyOf(e));
-          return at === undefined || now - at >= ackTimeout;
+          if (at === undefined) return true;
+          if (now - at < ackTimeout) return false;
+          resend = true;
+          return true;
         });
+        if (resend && !backedOff) {
+          backedOff = true;
+          if (this.resentSinceAck) this.backoff = Math.min(16, this.backoff * 2);
+          this.resentSinceAck = true;
+        }
         if (due.length === 0) {
           // Nothing due now; look again when the oldest unacked entry's ack is overdue.
           const oldest = Math.min(...this.sentAt.values());
@@ -172,6 +190,8 @@ export class TelemetryPipeline implements ServingObserver {
     if (!p.ok) return this.o.log.warn({ code: p.code }, `telemetry: ack ignored: ${p.reason}`);
     if (p.value.deviceId !== this.o.link.deviceId) return this.o.log.warn({ deviceId: p.value.deviceId }, 'telemetry: ack for another device ignored');
     for (const r of p.value.refused) this.o.log.warn({ seq: r.seq, lastSeq: r.lastSeq, code: r.code }, `telemetry: the orchestrator refused spooled telemetry: ${r.reason}`);
+    this.backoff = 1;
+    this.resentSinceAck = false;
     const ranges: SeqRange[] = [...p.value.acked, ...p.value.refused.map((r) => [r.seq, r.lastSeq] as SeqRange)];
     try {
       const removed = await this.o.spool.acknowledge(ranges);
