@@ -15,6 +15,20 @@ import { PROTOCOL_VERSION } from './version.js';
  * The dedupe key is (deviceId, seq); see `telemetryIngestAction` for the one rule that keeps a
  * redelivered or merged window from counting twice.
  *
+ * The receiver (the orchestrator), per message on `edgepack/v1/devices/<id>/telemetry`:
+ *   1. `createTelemetryValidator().batch(payload, { deviceId: <from the topic>, now })`. A
+ *      refused batch (not JSON, too large, bad envelope, another device) has no seqs to ack:
+ *      answer with a Notice on the device's `notice` topic, nothing else.
+ *   2. `planTelemetryIngest(parsed, storedRangesOfThisDevice)` → what to insert, which stored
+ *      windows each insert supersedes, which gaps to record, what is a duplicate or refused.
+ *   3. Apply `insert` (delete superseded, insert) and `gaps` in ONE database transaction.
+ *   4. Only after the commit, publish `plan.ack` (QoS 1) on `edgepack/v1/devices/<id>/telemetry-ack`.
+ *      The device drops an entry only once its whole seq range is acked or refused; anything
+ *      not acked is sent again (after 30 s, backing off to 8 min), so acking late is safe and
+ *      never acking is safe too, but acking before the commit loses data on a crash.
+ * Windows of a device may overlap in time (one per bundle per period; a window cut short by an
+ * agent stop and the next process's window of the same period); sum them, never dedupe by time.
+ *
  * Histograms. Latency and queue time are histograms over ONE fixed set of exponential buckets,
  * the same on every device and every version (`TELEMETRY_BUCKET_BOUNDS_MS`), so windows from
  * any devices and any times add up exactly and fleet percentiles come from merged counts, not

@@ -146,6 +146,26 @@ export async function run(): Promise<void> {
         for (const [path, a] of Object.entries(acc)) {
           rows.push({ model: c.name, path, conc, n: c.n, rps: med(a.rps), p50: med(a.p50), p99: med(a.p99), vsBare: (med(a.p50) / bareP50).toFixed(2) });
         }
+        // Where the time of a binary request goes: the agent's own histograms (received → answered,
+        // and received → a runner slot: body read, decode, queue) next to what the client saw.
+        const scrape = async () => {
+          const text = await (await fetch(new URL('/metrics', base))).text();
+          const get = (metric: string) => {
+            const line = text.split('\n').find((l) => l.startsWith(`${metric}{`) && l.includes(`model="${c.name}"`));
+            return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+          };
+          return { sum: get('edgepack_agent_inference_duration_seconds_sum'), count: get('edgepack_agent_inference_duration_seconds_count'), queue: get('edgepack_agent_inference_queue_seconds_sum') };
+        };
+        const k = Math.min(100, c.n);
+        const before = await scrape();
+        const pair = await lockstep(k, [['bare', bare], ['binary', viaBinary]]);
+        const after = await scrape();
+        const n = after.count - before.count;
+        const serverMs = ((after.sum - before.sum) / n) * 1000;
+        const preRunMs = ((after.queue - before.queue) / n) * 1000;
+        const clientMs = 1000 / pair.binary!.rps;
+        const bareMs = 1000 / pair.bare!.rps;
+        decodeRows.push(`${c.name.padEnd(13)} mean of ${k} binary requests: client ${clientMs.toFixed(2)} ms = transport and client ${(clientMs - serverMs).toFixed(2)} + in the agent ${serverMs.toFixed(2)} (before the runner ${preRunMs.toFixed(2)}, runner thread and answer ${(serverMs - preRunMs).toFixed(2)}); bare run ${bareMs.toFixed(2)} ms`);
         unixAgent.destroy();
         await session.release();
         agent.destroy();

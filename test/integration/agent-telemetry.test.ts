@@ -4,6 +4,8 @@
 // requests stored, exactly, through withheld acks, a broker restart and an agent restart.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DeviceTopic, PROTOCOL_VERSION, deviceTopic, generateKeyPair, windowRange } from '@edgepack/protocol';
 import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js';
 import type { Store } from '@edgepack/orchestrator/db/store.js';
@@ -154,4 +156,27 @@ test('malformed acks and acks for another device change nothing; a refusal makes
   await publish(JSON.stringify({ v: PROTOCOL_VERSION, deviceId: DEVICE_ID, acked: [], refused: [{ seq, lastSeq: seq, code: 'TELEMETRY_TIME_INVALID', reason: 'clock far off' }] }));
   await until('the refused entry dropped', async () => !d.serving.spool.pending.some((e) => e.kind === 'window' && e.window.seq === seq), 5000, 20);
   assert.ok(lines.some((l) => l.level === 'warn' && l.obj.code === 'TELEMETRY_TIME_INVALID' && /refused/.test(l.msg)));
+});
+
+test('a gap report travels like a window: after an unclean stop the receiver gets it, records it and acks it', async () => {
+  const dir = await tempDir('agent-telemetry-gap');
+  cleanups.push(() => dir.remove());
+  const b = await broker();
+  cleanups.push(async () => { await b.close(); });
+  const ack = startAcknowledger(b, DEVICE_ID);
+  const lines: LogLine[] = [];
+  const first = await device(dir.path, b.port, lines);
+  await until('a window stored', async () => ack.stored.size > 0, 10_000, 20);
+  await first.stop();
+  const lastSeq = Math.max(...[...ack.stored.values()].map((w) => windowRange(w)[1]));
+  // What a kill -9 leaves behind: a spool that never recorded its clean stop.
+  const statePath = join(dir.path, 'telemetry', 'state.json');
+  await writeFile(statePath, JSON.stringify({ ...JSON.parse(await readFile(statePath, 'utf8')), clean: false }));
+  const second = await device(dir.path, b.port, lines);
+  cleanups.push(() => second.stop());
+  const gap = await until('the gap received', async () => ack.gaps[0], 10_000, 20);
+  assert.equal(gap.reason, 'unclean-stop');
+  assert.ok(gap.seq > lastSeq, 'the gap has a seq of its own, after every window sent before');
+  await until('the gap acked and gone from the spool', async () => !second.serving.spool.pending.some((e) => e.kind === 'gap'), 10_000, 20);
+  assert.ok(lines.some((l) => l.level === 'warn' && /did not stop cleanly/.test(l.msg)));
 });

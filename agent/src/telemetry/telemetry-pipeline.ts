@@ -46,12 +46,11 @@ export class TelemetryPipeline implements ServingObserver {
   private readonly sentAt = new Map<string, number>();
   private tokens: number;
   /**
-   * Resends without any ack in between double the ack timeout (up to 16×), so a receiver that
-   * is up but not acking (down, or not yet speaking telemetry) is not sent the whole spool
-   * every ackTimeoutMs. Any ack resets it.
+   * Each round of resends without an ack in between doubles the ack timeout (up to 16×), so a
+   * receiver that is up but not acking (down, or not yet speaking telemetry) is not sent the
+   * whole spool every ackTimeoutMs. Any ack resets it.
    */
   private backoff = 1;
-  private resentSinceAck = false;
   private tokensAt: number;
   private readonly validate = createTelemetryValidator();
   private readonly onConnected = () => this.afterConnect();
@@ -109,11 +108,17 @@ export class TelemetryPipeline implements ServingObserver {
   private afterConnect(): void {
     // Whatever was in flight on the old connection may be lost: all of it is due again.
     this.sentAt.clear();
-    this.later(this.random() * (this.o.reconnectJitterMs ?? 5000));
+    this.later(this.random() * (this.o.reconnectJitterMs ?? 5000), true);
   }
 
-  private later(ms: number): void {
-    if (this.stopped || this.sendTimer) return;
+  /** Schedules a send pass; an earlier one already scheduled stands, unless `sooner` replaces it. */
+  private later(ms: number, sooner = false): void {
+    if (this.stopped) return;
+    if (this.sendTimer && sooner) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = undefined;
+    }
+    if (this.sendTimer) return;
     this.sendTimer = setTimeout(() => { this.sendTimer = undefined; void this.send(); }, Math.round(ms));
   }
 
@@ -139,17 +144,18 @@ export class TelemetryPipeline implements ServingObserver {
         });
         if (resend && !backedOff) {
           backedOff = true;
-          if (this.resentSinceAck) this.backoff = Math.min(16, this.backoff * 2);
-          this.resentSinceAck = true;
+          this.backoff = Math.min(16, this.backoff * 2);
         }
         if (due.length === 0) {
           // Nothing due now; look again when the oldest unacked entry's ack is overdue.
           const oldest = Math.min(...this.sentAt.values());
-          if (Number.isFinite(oldest)) this.later(Math.max(50, oldest + ackTimeout - now));
+          if (Number.isFinite(oldest)) this.later(Math.max(50, oldest + (this.o.ackTimeoutMs ?? 30_000) * this.backoff - now));
           return;
         }
-        if (this.tokens < 1) {
-          this.later(((1 - this.tokens) / this.rate) * 1000);
+        // Whole batches: wait until the rate cap allows as many entries as one batch takes.
+        const want = Math.min(this.batchEntries, due.length);
+        if (this.tokens < want) {
+          this.later(((want - this.tokens) / this.rate) * 1000);
           return;
         }
         const batch = this.batch(due, Math.floor(this.tokens));
@@ -191,7 +197,6 @@ export class TelemetryPipeline implements ServingObserver {
     if (p.value.deviceId !== this.o.link.deviceId) return this.o.log.warn({ deviceId: p.value.deviceId }, 'telemetry: ack for another device ignored');
     for (const r of p.value.refused) this.o.log.warn({ seq: r.seq, lastSeq: r.lastSeq, code: r.code }, `telemetry: the orchestrator refused spooled telemetry: ${r.reason}`);
     this.backoff = 1;
-    this.resentSinceAck = false;
     const ranges: SeqRange[] = [...p.value.acked, ...p.value.refused.map((r) => [r.seq, r.lastSeq] as SeqRange)];
     try {
       const removed = await this.o.spool.acknowledge(ranges);
@@ -202,7 +207,8 @@ export class TelemetryPipeline implements ServingObserver {
     }
     const live = new Set(this.o.spool.pending.map(keyOf));
     for (const key of this.sentAt.keys()) if (!live.has(key)) this.sentAt.delete(key);
-    this.later(0);
+    // The wait may have grown while nothing was acked; with the backoff reset, look again now.
+    this.later(0, true);
   }
 
   /** Flushes the open window into the spool (so a restart loses nothing) and stops. */
