@@ -59,6 +59,9 @@ export function errorBody(message: string): Buffer {
   return Buffer.from(JSON.stringify({ error: message }));
 }
 
+/** Longest timeout honoured: Node's timers cannot take more than 2^31 − 1 ms, and nothing on a device should wait an hour. */
+const MAX_TIMEOUT_MS = 3_600_000;
+
 const OUTCOME_BY_STATUS: Record<number, TelemetryOutcome> = { 400: 'invalid', 404: 'invalid', 413: 'invalid', 503: 'rejected', 504: 'timeout' };
 
 /**
@@ -232,14 +235,14 @@ export class InferenceService {
         if (!/^\d+$/.test(args.timeoutHeader) || t < 1) throw new ServingError(400, 'INFER_REQUEST_INVALID', `header timeout-ms must be a positive integer, got ${JSON.stringify(args.timeoutHeader)}`);
         timeoutMs = t;
       }
-      let deadline = args.receivedAt + timeoutMs;
+      let deadline = args.receivedAt + Math.min(timeoutMs, MAX_TIMEOUT_MS);
       const r = await this.resolve(args.name, args.version, deadline);
       held = r.held;
       chosen = r.model;
       chosen.enter();
       try {
         const req = decodeInferRequest(args.body, args.headerLength, chosen.signature, args.ownsBody === true);
-        if (req.timeoutMs !== undefined) deadline = Math.min(deadline, args.receivedAt + req.timeoutMs);
+        if (req.timeoutMs !== undefined) deadline = Math.min(deadline, args.receivedAt + Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
         const run = await chosen.run(req.inputs, deadline, this.now);
         queueMs = run.startedAt - args.receivedAt;
         items = req.items;
