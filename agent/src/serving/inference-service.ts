@@ -196,6 +196,9 @@ export class InferenceService {
 
   /** Metadata of the model a request names (KServe GET /v2/models/{name}[/versions/{v}]). */
   metadata(name: string, version?: string): { status: number; body: Buffer } {
+    if (this.hold && this.hold.to.manifest.model.name === name && !this.current) {
+      return { status: 503, body: errorBody(`switching to bundle ${this.hold.to.bundleId}; retry shortly`) };
+    }
     const m = this.current;
     if (!m || m.name !== name || (version !== undefined && version !== m.version)) {
       return { status: 404, body: errorBody(m ? `no model named '${name}'${version ? ` version '${version}'` : ''}; this device serves '${m.name}' version '${m.version}'` : `no model is active: ${this.notReady}`) };
