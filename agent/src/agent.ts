@@ -2,14 +2,15 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
-  DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, TrustVerifier, Validator, catalogueCode, createChunkDecoder,
+  DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, parseDeviceTopic, TrustVerifier, Validator, catalogueCode, createChunkDecoder,
   deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, verifyFileIntegrity,
   type BenchmarkResult, type DesiredState, type ErrorCode, type SignedManifest, type SignedRoot,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
-import { BundleSlots, sha256File } from './bundle-slots.js';
+import { BundleSlots, sha256File, type ActiveRecord } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
+import { DeviceLink } from './device-link.js';
 import { noticeEndsTransfer } from './chunk-transfer.js';
 import { answerOldDesired, classifyDesired, parseDesired } from './desired-check.js';
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from './device-reports.js';
@@ -32,6 +33,12 @@ export interface AgentOptions {
   maxStallAsks?: number;
   /** Test-only fault injection; see `fault()`. */
   faults?: string[];
+  /**
+   * Told which bundle is active: once at start, after every commit and after every rollback
+   * (null: none). Awaited after a commit, before the device reports the bundle active, so that
+   * "active" means "serving" for the inference service (see serving/). Errors are logged only.
+   */
+  onActiveChanged?: (active: ActiveRecord | null) => Promise<void> | void;
 }
 
 /** A step's failure with the catalogue code it is reported under, and the figures measured, if any. */
@@ -61,6 +68,8 @@ export class Agent {
   /** Desired states, and starting queued deployments, are handled strictly one at a time on this chain. */
   private control: Promise<void> = Promise.resolve();
   private readonly store: StateStore;
+  /** The MQTT connection as other device services (telemetry) use it. */
+  readonly link: DeviceLink;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
   private backoffMs = 1000;
@@ -69,6 +78,7 @@ export class Agent {
   constructor(private readonly o: AgentOptions) {
     this.slots = new BundleSlots(o.dataDir);
     this.store = new StateStore(o.dataDir);
+    this.link = new DeviceLink(o.identity.deviceId);
   }
 
   private get stallMs(): number { return this.o.stallMs ?? 10_000; }
@@ -79,7 +89,10 @@ export class Agent {
   async start(): Promise<void> {
     this.state = await loadState(this.o.dataDir, this.o.log);
     this.trust = await this.loadTrust();
-    this.activeBundleId = (await this.slots.readActive())?.bundleId ?? null;
+    const active = await this.slots.readActive();
+    this.activeBundleId = active?.bundleId ?? null;
+    // Not awaited: loading a model for serving must not hold up connecting.
+    void this.announceActive(active);
     const d = this.state.deployment;
     if (d && !isTerminal(d.phase)) {
       // A queued desired state, if any, starts when this one is over (see kick).
@@ -102,6 +115,7 @@ export class Agent {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.download?.fail(new StepError('AGENT_STOPPING', 'agent is stopping'));
+    this.link.attach(undefined);
     await new Promise<void>((resolve) => (this.client ? this.client.end(false, {}, () => resolve()) : resolve()));
   }
 
@@ -118,6 +132,7 @@ export class Agent {
       this.o.log.info({ deviceId }, 'connected');
       client.subscribe(deviceSubscriptions(deviceId), { qos: 1 }, (err) => {
         if (err) this.o.log.warn({ err: err.message }, 'subscribe failed');
+        else if (this.client === client) this.link.attach(client);
       });
       this.publish(DeviceTopic.presence, presence(true));
       this.heartbeat();
@@ -132,6 +147,7 @@ export class Agent {
     client.on('close', () => {
       if (this.stopped || this.client !== client) return;
       this.client = undefined;
+      this.link.attach(undefined);
       client.removeAllListeners();
       client.on('error', () => undefined);
       client.end(true);
@@ -172,7 +188,11 @@ export class Agent {
         // Only a refusal about this very transfer ends it; see noticeEndsTransfer.
         // The code arrived over the wire: a newer orchestrator may send one this agent does not know.
         if (dl && isErrorCode(code) && noticeEndsTransfer(n.value, dl.bundleId)) dl.fail(new StepError(code, message));
+        return;
       }
+      // Anything else of this device's (e.g. telemetry acks) belongs to the device services.
+      const t = parseDeviceTopic(topic);
+      if (t && t.deviceId === this.id.deviceId) this.link.deliver(t.kind, payload);
     } catch (err) {
       // Nothing a broker delivers may take the agent down.
       this.o.log.error({ topic, err: errorMessage(err) }, 'message handler failed');
@@ -421,12 +441,14 @@ export class Agent {
         case 'committing':
           await this.slots.activate({ bundleId: manifest.bundleId, manifest, activatedAt: new Date().toISOString() }, () => this.fault('fail-after-activate'));
           this.activeBundleId = manifest.bundleId;
+          await this.announceActive({ bundleId: manifest.bundleId, manifest, activatedAt: new Date().toISOString() });
           return this.transition(d, 'committed');
         case 'rolling_back': {
           // A commit can fail after active.json already names the new bundle: put the previous
           // one back first, or the device would report rolled_back while running the new one.
           const active = await this.slots.revertActivation(manifest.bundleId, d.hadPrevious);
           this.activeBundleId = active?.bundleId ?? null;
+          await this.announceActive(active);
           await this.slots.discard(manifest.bundleId);
           return this.transition(d, 'rolled_back');
         }
@@ -470,6 +492,15 @@ export class Agent {
     return this.store.save(this.state);
   }
 
+  /** Tells the onActiveChanged listener; its failure must not fail the deployment step. */
+  private async announceActive(active: ActiveRecord | null): Promise<void> {
+    if (!this.o.onActiveChanged) return;
+    try {
+      await this.o.onActiveChanged(active);
+    } catch (err) {
+      this.o.log.error({ bundleId: active?.bundleId ?? null, err: errorMessage(err) }, 'active-bundle listener failed');
+    }
+  }
   /**
    * Test-only fault injection. `kill-*` points: the agent SIGKILLs itself, like a power cut.
    * `fail-*` points: the step in progress throws, like an I/O error.

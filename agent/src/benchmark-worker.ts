@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { EdgepackError, GoldenFileSchema, Validator, catalogueCode, errorMessage, modelFile, type BenchmarkResult, type Manifest } from '@edgepack/protocol';
 import { decodeGolden, latencySummary, maxAbsDiff } from './benchmark-stats.js';
-import type { ModelRunner, RunnerOptions } from './runtime/runner.js';
+import { createRunner } from './runtime/create-runner.js';
 
 export interface BenchmarkJob {
   bundleDir: string;
@@ -14,15 +14,6 @@ export interface BenchmarkJob {
   warmupRuns: number;
   runs: number;
   providers: string[];
-}
-
-async function createRunner(manifest: Manifest, bytes: Uint8Array, options: RunnerOptions): Promise<ModelRunner> {
-  if (manifest.format === 'tflite') {
-    const { createLiteRtRunner } = await import('./runtime/litert-runner.js');
-    return createLiteRtRunner(bytes, options);
-  }
-  const { createOnnxRunner } = await import('./runtime/onnx-runner.js');
-  return createOnnxRunner(bytes, options);
 }
 
 export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> {

@@ -6,6 +6,7 @@ import { enroll } from './enroll.js';
 import { detectFacts } from './facts.js';
 import { loadIdentity, saveIdentity } from './identity.js';
 import { createLogger } from './logger.js';
+import { startDeviceServing, type DeviceServing } from './serving/device-serving.js';
 
 async function agentVersion(): Promise<string> {
   const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -52,17 +53,35 @@ async function main(argv: string[]): Promise<number> {
     log.info({ deviceId: identity.deviceId, profile: identity.profile }, 'enrolled');
   }
   const benchRuns = config.benchRuns;
+  const serve = config.serve !== undefined || config.serveSocket !== undefined;
+  let serving: DeviceServing | undefined;
   const agent = new Agent({
     dataDir, identity, log, agentVersion: version,
     ...(benchRuns ? { benchmarkRuns: benchRuns } : {}),
     // Test-only: crash points for the kill -9 tests (see Agent.fault).
     ...(process.env.EDGEPACK_AGENT_FAULTS ? { faults: process.env.EDGEPACK_AGENT_FAULTS.split(',') } : {}),
+    ...(serve ? { onActiveChanged: (active) => serving?.activate(active) } : {}),
   });
+  if (serve) {
+    serving = await startDeviceServing({
+      dataDir, log, agentVersion: version, link: agent.link,
+      listen: { ...(config.serve ? { tcp: config.serve } : {}), ...(config.serveSocket ? { socketPath: config.serveSocket } : {}) },
+      concurrency: config.serveConcurrency, maxQueued: config.serveQueue, defaultTimeoutMs: config.serveTimeoutMs, memoryFactor: config.serveMemoryFactor,
+      // No spinning between runs: a server's cores are needed for HTTP and MQTT in between.
+      runner: { intraOpThreads: config.serveThreads, allowSpinning: false },
+      telemetry: { windowSec: config.telemetryWindowSec, spoolBytes: config.telemetrySpoolBytes, reconnectJitterMs: config.telemetryJitterMs, maxWindowsPerSec: config.telemetryRate },
+    });
+    console.log(JSON.stringify({ event: 'serving', ...(serving.url ? { url: serving.url } : {}), ...(serving.socketPath ? { socket: serving.socketPath } : {}) }));
+  }
   await agent.start();
   // Machine-readable start line for scripts and tests.
   console.log(JSON.stringify({ event: 'started', deviceId: identity.deviceId, profile: identity.profile }));
   await new Promise<void>((done) => {
-    const stop = () => { agent.stop().then(done, done); };
+    // Serving first: its last requests finish and are counted before telemetry is flushed.
+    const stop = () => {
+      const served = serving ? serving.stop().catch((err: Error) => log.error({ err: err.message }, 'stopping the inference service failed')) : Promise.resolve();
+      served.then(() => agent.stop()).then(done, done);
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });

@@ -15,6 +15,19 @@ export interface AgentConfig {
   name?: string;
   benchRuns?: number;
   logLevel: string;
+  /** The inference service's TCP address (KServe v2 over HTTP); absent: no TCP listener. */
+  serve?: { host: string; port: number };
+  /** The inference service's Unix socket (mode 0660); absent: none. */
+  serveSocket?: string;
+  serveConcurrency: number;
+  serveQueue: number;
+  serveTimeoutMs: number;
+  serveMemoryFactor: number;
+  serveThreads: number;
+  telemetryWindowSec: number;
+  telemetrySpoolBytes: number;
+  telemetryJitterMs: number;
+  telemetryRate: number;
 }
 
 interface OptionSpec {
@@ -24,7 +37,7 @@ interface OptionSpec {
   help: string;
   default?: string;
   key: keyof AgentConfig;
-  kind: 'string' | 'positive-int' | 'path' | 'level';
+  kind: 'string' | 'positive-int' | 'non-negative-int' | 'positive-number' | 'path' | 'level' | 'host-port' | 'window-sec';
 }
 
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
@@ -35,6 +48,17 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { flag: 'name', env: 'EDGEPACK_AGENT_NAME', arg: 'NAME', key: 'name', kind: 'string', help: 'display name (default: the device id)' },
   { flag: 'bench-runs', env: 'EDGEPACK_AGENT_BENCH_RUNS', arg: 'N', key: 'benchRuns', kind: 'positive-int', help: 'override the number of timed benchmark runs' },
   { flag: 'log-level', env: 'EDGEPACK_AGENT_LOG_LEVEL', arg: 'LEVEL', key: 'logLevel', kind: 'level', default: 'info', help: 'fatal|error|warn|info|debug|trace' },
+  { flag: 'serve', env: 'EDGEPACK_AGENT_SERVE', arg: 'HOST:PORT', key: 'serve', kind: 'host-port', help: 'serve the active model over HTTP (KServe v2), e.g. 127.0.0.1:8090' },
+  { flag: 'serve-socket', env: 'EDGEPACK_AGENT_SERVE_SOCKET', arg: 'PATH', key: 'serveSocket', kind: 'path', help: 'serve it on a Unix socket as well (mode 0660)' },
+  { flag: 'serve-concurrency', env: 'EDGEPACK_AGENT_SERVE_CONCURRENCY', arg: 'N', key: 'serveConcurrency', kind: 'positive-int', default: '1', help: 'inference runs at once per model' },
+  { flag: 'serve-queue', env: 'EDGEPACK_AGENT_SERVE_QUEUE', arg: 'N', key: 'serveQueue', kind: 'non-negative-int', default: '32', help: 'requests waiting per model before 503 + Retry-After' },
+  { flag: 'serve-timeout-ms', env: 'EDGEPACK_AGENT_SERVE_TIMEOUT_MS', arg: 'MS', key: 'serveTimeoutMs', kind: 'positive-int', default: '30000', help: 'a request\'s timeout unless it sets timeout_ms (then 504)' },
+  { flag: 'serve-memory-factor', env: 'EDGEPACK_AGENT_SERVE_MEMORY_FACTOR', arg: 'X', key: 'serveMemoryFactor', kind: 'positive-number', default: '3', help: 'a swap loads the new model beside the old one only with model size × X available, else holds requests' },
+  { flag: 'serve-threads', env: 'EDGEPACK_AGENT_SERVE_THREADS', arg: 'N', key: 'serveThreads', kind: 'non-negative-int', default: '0', help: 'onnxruntime intra-op threads per served model (0: one per core)' },
+  { flag: 'telemetry-window-sec', env: 'EDGEPACK_AGENT_TELEMETRY_WINDOW_SEC', arg: 'N', key: 'telemetryWindowSec', kind: 'window-sec', default: '60', help: 'telemetry window length, aligned; divides 3600' },
+  { flag: 'telemetry-spool-bytes', env: 'EDGEPACK_AGENT_TELEMETRY_SPOOL_BYTES', arg: 'N', key: 'telemetrySpoolBytes', kind: 'positive-int', default: '4194304', help: 'cap of the on-disk telemetry spool (at least 16384)' },
+  { flag: 'telemetry-jitter-ms', env: 'EDGEPACK_AGENT_TELEMETRY_JITTER_MS', arg: 'MS', key: 'telemetryJitterMs', kind: 'non-negative-int', default: '5000', help: 'random delay before draining telemetry after a reconnect' },
+  { flag: 'telemetry-rate', env: 'EDGEPACK_AGENT_TELEMETRY_RATE', arg: 'N', key: 'telemetryRate', kind: 'positive-int', default: '50', help: 'telemetry windows sent per second at most while draining' },
 ];
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -44,16 +68,17 @@ export class AgentConfigError extends Error {
 }
 
 export function agentHelp(): string {
+  const width = Math.max(24, ...AGENT_OPTIONS.map((o) => `  --${o.flag} ${o.arg}`.length + 2));
   const rows = AGENT_OPTIONS.map((o) => {
-    const left = `  --${o.flag} ${o.arg}`.padEnd(24);
+    const left = `  --${o.flag} ${o.arg}`.padEnd(width);
     const right = `${o.help}${o.default ? ` (default ${o.default})` : ''}`;
-    return `${left}${right}\n${' '.repeat(24)}env ${o.env}`;
+    return `${left}${right}\n${' '.repeat(width)}env ${o.env}`;
   });
   return `usage: edgepack-agent --server URL --enroll TOKEN --data-dir DIR [options]
 
 ${rows.join('\n')}
-  --version             print the agent's version and exit
-  -h, --help            print this help and exit
+${'  --version'.padEnd(width)}print the agent's version and exit
+${'  -h, --help'.padEnd(width)}print this help and exit
 
 Flags win over their EDGEPACK_AGENT_* variables. Once enrolled, the agent restarts from
 DIR without --enroll.`;
@@ -90,6 +115,27 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
         config[o.key] = n;
         break;
       }
+      case 'non-negative-int': {
+        const n = Number(raw);
+        if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n)) throw new AgentConfigError(`${source} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+        config[o.key] = n;
+        break;
+      }
+      case 'positive-number': {
+        const n = Number(raw);
+        if (!Number.isFinite(n) || n <= 0 || raw.trim() === '') throw new AgentConfigError(`${source} must be a positive number, got ${JSON.stringify(raw)}`);
+        config[o.key] = n;
+        break;
+      }
+      case 'window-sec': {
+        const n = Number(raw);
+        if (!Number.isInteger(n) || n < 1 || n > 3600 || 3600 % n !== 0) throw new AgentConfigError(`${source} must be a whole number of seconds that divides 3600 (1, 2, …, 60, …, 3600), got ${JSON.stringify(raw)}`);
+        config[o.key] = n;
+        break;
+      }
+      case 'host-port':
+        config[o.key] = parseHostPort(raw, source);
+        break;
       case 'level':
         if (!(LOG_LEVELS as readonly string[]).includes(raw)) throw new AgentConfigError(`${source} must be one of ${LOG_LEVELS.join('|')}, got ${JSON.stringify(raw)}`);
         config[o.key] = raw;
@@ -101,5 +147,15 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
         config[o.key] = raw;
     }
   }
-  return config as unknown as AgentConfig;
+  const c = config as unknown as AgentConfig;
+  if (c.telemetrySpoolBytes < 16384) throw new AgentConfigError(`--telemetry-spool-bytes must be at least 16384, got ${c.telemetrySpoolBytes}`);
+  return c;
+}
+
+/** "127.0.0.1:8090", "[::1]:8090", ":8090" (loopback) → host and port; port 0 picks a free one. */
+export function parseHostPort(raw: string, source = 'address'): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(raw.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new AgentConfigError(`${source} must be HOST:PORT (e.g. 127.0.0.1:8090), got ${JSON.stringify(raw)}`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }

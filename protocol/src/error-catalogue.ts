@@ -128,6 +128,30 @@ export const ERROR_CATALOGUE = {
   TRUST_ROOT_FILE_MISMATCH: entry(500, false, 'serve refuses to start: a trust/root-N.json file holds another version than its name says'),
   TRUST_ROOT_EXISTS: entry(409, false, 'edgepack keys will not overwrite a root version that already exists'),
 
+  // --- telemetry windows from devices (refused by protocol/src/telemetry.ts, named in the ack) ---
+  TELEMETRY_WRONG_DEVICE: entry(403, false, 'a telemetry window or batch names another device than the topic it came on'),
+  TELEMETRY_HISTOGRAM_INVALID: entry(422, false, 'a histogram has the wrong number of buckets, counts that do not add up, or an impossible sum'),
+  TELEMETRY_COUNTS_INCONSISTENT: entry(422, false, 'a window\'s request counts, items and histogram counts do not agree'),
+  TELEMETRY_TIME_INVALID: entry(422, false, 'a window ends before it starts, spans too long, or lies in the future'),
+  TELEMETRY_VALUE_INVALID: entry(422, false, 'a window carries figures beyond what a device can produce (rates, sums past a safe integer)'),
+  TELEMETRY_MERGE_INVALID: entry(422, false, 'windows of different bundles or non-consecutive seqs cannot be merged'),
+  TELEMETRY_SEQ_CONFLICT: entry(409, false, 'a window\'s seq range overlaps stored windows without covering them'),
+
+  // --- the agent's inference service (KServe v2 over HTTP) ---
+  INFER_REQUEST_INVALID: entry(400, false, 'an inference request is malformed, or a tensor has the wrong name, datatype or shape; the message names it'),
+  INFER_BODY_TOO_LARGE: entry(413, false, 'an inference request body is over the service\'s size limit'),
+  INFER_BODY_ABORTED: entry(400, false, 'an inference request body ended before its declared length'),
+  MODEL_VERSION_NOT_FOUND: entry(404, false, 'the device serves another version of this model'),
+  MODEL_NOT_READY: entry(503, true, 'no model is loaded, warmed and golden-checked yet'),
+  INFER_QUEUE_FULL: entry(503, true, 'the model\'s request queue is full; retry after the Retry-After delay'),
+  INFER_TIMEOUT: entry(504, true, 'the request did not finish within its timeout'),
+  INFER_FAILED: entry(500, true, 'the runtime failed while running the model'),
+  INFER_OUTPUT_MISSING: entry(500, false, 'the runtime returned fewer outputs than the model declares'),
+  RUNNER_CRASHED: entry(500, true, 'the worker thread running a model failed'),
+  SERVE_SOCKET_IN_USE: entry(409, false, 'another process is listening on the --serve-socket path'),
+  NOT_CONNECTED: entry(503, true, 'the device has no MQTT connection right now; the message stays spooled'),
+  PUBLISH_TIMEOUT: entry(504, true, 'the broker did not acknowledge a publish in time; it is sent again later'),
+
   // --- the agent: enrollment and the update flow (status-report failure codes) ---
   ENROLL_UNREACHABLE: entry(503, true, 'the agent cannot reach the orchestrator to enroll'),
   ENROLL_REFUSED: entry(400, false, 'the orchestrator refused the enrollment; the message has its error'),

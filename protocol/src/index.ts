@@ -14,3 +14,4 @@ export * from './device-credential.js';
 export * from './desired-signature.js';
 export * from './trust-metadata.js';
 export * from './trust-verify.js';
+export * from './telemetry.js';

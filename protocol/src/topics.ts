@@ -2,8 +2,12 @@
  * MQTT topic names. Every device topic lives under `edgepack/v1/devices/<deviceId>/`, so the
  * broker's authorizer can decide ownership from the topic alone.
  *
- * Orchestrator → device: desired (retained), chunk, notice.
- * Device → orchestrator: status, heartbeat, chunk-request, presence (also the last will).
+ * Orchestrator → device: desired (retained), chunk, notice, telemetry-ack.
+ * Device → orchestrator: status, heartbeat, chunk-request, presence (also the last will),
+ * telemetry (inference telemetry windows; see telemetry.ts).
+ *
+ * Telemetry has topics of its own, apart from the heartbeat, so "device dead" (no heartbeat)
+ * and "telemetry pipeline stuck" (heartbeats, but no acked windows) can be told apart.
  */
 export const TOPIC_ROOT = 'edgepack/v1/devices';
 
@@ -15,13 +19,17 @@ export const DeviceTopic = {
   heartbeat: 'heartbeat',
   chunkRequest: 'chunk-request',
   presence: 'presence',
+  /** Device → orchestrator: a TelemetryBatch of closed windows and gap reports (QoS 1). */
+  telemetry: 'telemetry',
+  /** Orchestrator → device: a TelemetryAck, sent after the windows are committed (QoS 1). */
+  telemetryAck: 'telemetry-ack',
 } as const;
 export type DeviceTopicKind = (typeof DeviceTopic)[keyof typeof DeviceTopic];
 
 /** Topics a device may subscribe to: only what the orchestrator sends it. */
-export const DEVICE_SUBSCRIBE_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.desired, DeviceTopic.chunk, DeviceTopic.notice];
+export const DEVICE_SUBSCRIBE_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.desired, DeviceTopic.chunk, DeviceTopic.notice, DeviceTopic.telemetryAck];
 /** Topics a device may publish on: only what it reports about itself. */
-export const DEVICE_PUBLISH_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.status, DeviceTopic.heartbeat, DeviceTopic.chunkRequest, DeviceTopic.presence];
+export const DEVICE_PUBLISH_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.status, DeviceTopic.heartbeat, DeviceTopic.chunkRequest, DeviceTopic.presence, DeviceTopic.telemetry];
 
 const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 

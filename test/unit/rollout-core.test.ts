@@ -244,6 +244,16 @@ test('ACL subscribe: a device may subscribe to its own desired, chunk and notice
   for (const k of ['desired', 'chunk', 'notice'] as const) assert.deepEqual(canSubscribe('dev_1', own(k)), { allow: true }, k);
 });
 
+test('ACL telemetry: a device publishes only its own telemetry and subscribes only to its own telemetry acks', () => {
+  assert.deepEqual(canPublish('dev_1', own('telemetry')), { allow: true });
+  assert.deepEqual(canSubscribe('dev_1', own('telemetry-ack')), { allow: true });
+  // Never the other way round: a device must not forge its own acks or read the raw stream.
+  assert.equal(canPublish('dev_1', own('telemetry-ack')).allow, false);
+  assert.equal(canSubscribe('dev_1', own('telemetry')).allow, false);
+  for (const t of [deviceTopic('dev_2', 'telemetry'), 'edgepack/v1/devices/+/telemetry', 'edgepack/v1/devices/dev_1/telemetry/x']) assert.equal(canPublish('dev_1', t).allow, false, t);
+  for (const f of [deviceTopic('dev_2', 'telemetry-ack'), 'edgepack/v1/devices/+/telemetry-ack', 'edgepack/v1/devices/dev_1/telemetry-ack/#']) assert.equal(canSubscribe('dev_1', f).allow, false, f);
+});
+
 test('ACL subscribe: not to its own reports, not to another device, not with + / # or $ filters', () => {
   const refused = [
     own('status'), own('heartbeat'), own('chunk-request'), own('presence'),

@@ -19,6 +19,7 @@ export async function createOnnxRunner(modelBytes: Uint8Array, options: RunnerOp
     executionProviders: eps,
     intraOpNumThreads: options.intraOpThreads ?? 0,
     graphOptimizationLevel: 'all',
+    ...(options.allowSpinning === false ? { extra: { session: { 'intra_op.allow_spinning': '0', 'inter_op.allow_spinning': '0' } } } : {}),
   });
   let session: import('onnxruntime-node').InferenceSession;
   try {

@@ -23,14 +23,24 @@ export interface ModelRunner {
   readonly providers: string[];
   readonly inputs: TensorInfo[];
   readonly outputs: TensorInfo[];
-  run(feeds: Record<string, TensorValue>): Promise<Record<string, TensorValue>>;
+  run(feeds: Record<string, TensorValue>, options?: RunOptions): Promise<Record<string, TensorValue>>;
   close(): Promise<void>;
+}
+
+export interface RunOptions {
+  /** The caller gives up the inputs' buffers: a runner in another thread may move them instead of copying. */
+  transferInputs?: boolean;
 }
 
 export interface RunnerOptions {
   /** Preferred execution providers in order; the runner falls back to CPU when one is missing. */
   providers?: string[];
   intraOpThreads?: number;
+  /**
+   * onnxruntime's intra-op threads spin for a while after each run (its default), which wins
+   * for back-to-back runs but burns the cores a server needs between requests. False turns it off.
+   */
+  allowSpinning?: boolean;
 }
 
 export type RunnerFactory = (modelBytes: Uint8Array, options: RunnerOptions) => Promise<ModelRunner>;
