@@ -142,7 +142,7 @@ export const ERROR_CATALOGUE = {
   INFER_BODY_TOO_LARGE: entry(413, false, 'an inference request body is over the service\'s size limit'),
   INFER_BODY_ABORTED: entry(400, false, 'an inference request body ended before its declared length'),
   MODEL_VERSION_NOT_FOUND: entry(404, false, 'the device serves another version of this model'),
-  MODEL_NOT_READY: entry(503, true, 'no model is loaded, warmed and golden-checked yet'),
+  MODEL_UNAVAILABLE: entry(503, true, 'no model is ready to serve yet: none is loaded, warmed and golden-checked'),
   INFER_QUEUE_FULL: entry(503, true, 'the model\'s request queue is full; retry after the Retry-After delay'),
   INFER_TIMEOUT: entry(504, true, 'the request did not finish within its timeout'),
   INFER_FAILED: entry(500, true, 'the runtime failed while running the model'),

@@ -188,7 +188,7 @@ export class InferenceService {
     let held = false;
     if (this.hold && (this.hold.to.manifest.model.name === name || this.current?.name === name || !this.current)) held = await this.waitForHold(deadline);
     const m = this.current;
-    if (!m) throw new ServingError('MODEL_NOT_READY', `no model is ready: ${this.notReady}`, 1);
+    if (!m) throw new ServingError('MODEL_UNAVAILABLE', `no model is ready: ${this.notReady}`, 1);
     if (m.name !== name) throw new ServingError('MODEL_NOT_FOUND', `no model named '${name}'; this device serves '${m.name}'`);
     if (version !== undefined && version !== m.version) throw new ServingError('MODEL_VERSION_NOT_FOUND', `model '${name}' has no version '${version}'; this device serves version '${m.version}'`);
     return { model: m, held };
