@@ -16,6 +16,8 @@ export interface ServerConfig {
   offlineAfterSec: number;
   bundleTtlDays: number;
   enrollmentTokenTtlSec: number;
+  /** How long telemetry is kept: raw windows (hours), 10-minute and 1-hour roll-ups (days). */
+  telemetryRetention: { rawHours: number; tenMinDays: number; hourDays: number };
   logLevel: string;
 }
 
@@ -30,6 +32,9 @@ export const SERVE_HELP = `usage: edgepack serve [options]
   --max-model-mb N      upload size limit in MiB                   (env EDGEPACK_MAX_MODEL_MB, default 512)
   --heartbeat-sec N     device heartbeat interval                  (env EDGEPACK_HEARTBEAT_SEC, default 15)
   --offline-after-sec N silence before a device is marked offline  (env EDGEPACK_OFFLINE_AFTER_SEC, default 3 x heartbeat)
+  --telemetry-raw-hours N  keep raw telemetry windows N hours      (env EDGEPACK_TELEMETRY_RAW_HOURS, default 48)
+  --telemetry-10m-days N   keep 10-minute telemetry roll-ups N days (env EDGEPACK_TELEMETRY_10M_DAYS, default 30)
+  --telemetry-1h-days N    keep 1-hour telemetry roll-ups N days    (env EDGEPACK_TELEMETRY_1H_DAYS, default 400)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent   (env EDGEPACK_LOG_LEVEL, default info)
 `;
 
@@ -54,6 +59,13 @@ function level(name: string, value: string): string {
   return value;
 }
 
+/** Each coarser table must outlive the finer one, or a range would fall between them. */
+function telemetryRetention(rawHours: number, tenMinDays: number, hourDays: number): ServerConfig['telemetryRetention'] {
+  if (tenMinDays * 24 < rawHours) throw new ConfigError(`--telemetry-10m-days (${tenMinDays}) must keep roll-ups at least as long as --telemetry-raw-hours (${rawHours} h) keeps raw windows`);
+  if (hourDays < tenMinDays) throw new ConfigError(`--telemetry-1h-days (${hourDays}) must be at least --telemetry-10m-days (${tenMinDays})`);
+  return { rawHours, tenMinDays, hourDays };
+}
+
 /** Flags win over env, env over defaults. Pure: takes argv and env, returns config or throws. */
 export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): ServerConfig | 'help' {
   const { values } = parseArgs({
@@ -63,6 +75,7 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
       'mqtt-host': { type: 'string' }, 'mqtt-port': { type: 'string' }, 'public-host': { type: 'string' },
       'max-model-mb': { type: 'string' }, 'heartbeat-sec': { type: 'string' }, 'offline-after-sec': { type: 'string' },
       'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'telemetry-raw-hours': { type: 'string' }, 'telemetry-10m-days': { type: 'string' }, 'telemetry-1h-days': { type: 'string' },
     },
     strict: true,
   });
@@ -81,6 +94,11 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
     offlineAfterSec: positive('--offline-after-sec', pick('offline-after-sec', 'EDGEPACK_OFFLINE_AFTER_SEC', String(heartbeatSec * 3))),
     bundleTtlDays: 30,
     enrollmentTokenTtlSec: 24 * 3600,
+    telemetryRetention: telemetryRetention(
+      positive('--telemetry-raw-hours', pick('telemetry-raw-hours', 'EDGEPACK_TELEMETRY_RAW_HOURS', '48')),
+      positive('--telemetry-10m-days', pick('telemetry-10m-days', 'EDGEPACK_TELEMETRY_10M_DAYS', '30')),
+      positive('--telemetry-1h-days', pick('telemetry-1h-days', 'EDGEPACK_TELEMETRY_1H_DAYS', '400')),
+    ),
     logLevel: level('--log-level', pick('log-level', 'EDGEPACK_LOG_LEVEL', 'info')),
   };
 }

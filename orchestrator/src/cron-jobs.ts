@@ -2,12 +2,24 @@ import { schedule, type ScheduledTask } from 'node-cron';
 import type { Store } from './db/store.js';
 import type { Logger } from './logger.js';
 
+/** Telemetry roll-ups and retention (telemetry/rollups.ts TelemetryJobs). */
+export interface TelemetryCron {
+  rollUp(): Promise<number>;
+  prune(): Promise<number>;
+}
+
 /**
  * Periodic housekeeping. The offline sweep catches devices that vanished without the broker
  * noticing (a half-open TCP connection keeps the will from firing until keepalive expires).
  */
-export function startCronJobs(deps: { store: Store; log: Logger; now: () => Date; offlineAfterSec: number }): { stop(): Promise<void> } {
+export function startCronJobs(deps: { store: Store; log: Logger; now: () => Date; offlineAfterSec: number; telemetry?: TelemetryCron }): { stop(): Promise<void> } {
   const tasks: ScheduledTask[] = [];
+  // Telemetry: roll-ups every minute (a roll-up adds only windows not rolled yet), retention every 10 minutes.
+  const telemetry = deps.telemetry;
+  if (telemetry) {
+    tasks.push(schedule('10 * * * * *', () => telemetry.rollUp().catch((err: unknown) => deps.log.error({ err }, 'telemetry roll-up failed; retrying on the next run')), { name: 'telemetry-rollup', noOverlap: true }));
+    tasks.push(schedule('40 */10 * * * *', () => telemetry.prune().catch((err: unknown) => deps.log.error({ err }, 'telemetry retention failed; retrying on the next run')), { name: 'telemetry-retention', noOverlap: true }));
+  }
   tasks.push(schedule('*/5 * * * * *', () => {
     try {
       const cutoff = new Date(deps.now().getTime() - deps.offlineAfterSec * 1000).toISOString();

@@ -16,6 +16,8 @@ import { createLogger, type Logger } from './logger.js';
 import { startBroker } from './mqtt/broker.js';
 import { DeviceGateway } from './mqtt/device-gateway.js';
 import { RolloutService } from './rollout-service.js';
+import type { TelemetryIngestOptions } from './telemetry/ingest.js';
+import { createTelemetry, type Telemetry } from './telemetry/wiring.js';
 import { loadTrustChain } from './trust-chain.js';
 
 export interface RunningServer {
@@ -24,11 +26,12 @@ export interface RunningServer {
   adminToken: string;
   app: FastifyInstance;
   store: Store;
+  telemetry: Telemetry;
   close(): Promise<void>;
 }
 
 /** Wires the adapters (SQLite, blob store, Aedes, Fastify, cron) around the core and starts listening. */
-export async function startServer(config: ServerConfig, opts: { log?: Logger; profiles?: Profile[]; now?: () => Date } = {}): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, opts: { log?: Logger; profiles?: Profile[]; now?: () => Date; telemetry?: TelemetryIngestOptions } = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config.logLevel);
   const now = opts.now ?? (() => new Date());
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
@@ -42,7 +45,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
   }
 }
 
-async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] }, log: Logger, now: () => Date, lock: DataDirLock): Promise<RunningServer> {
+async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; telemetry?: TelemetryIngestOptions }, log: Logger, now: () => Date, lock: DataDirLock): Promise<RunningServer> {
   const profiles = opts.profiles ?? loadProfiles();
   const secrets = await loadOrCreateSecrets(config.dataDir);
   if (secrets.created) log.info({ file: join(config.dataDir, 'admin-token') }, 'created signing key and admin token');
@@ -50,6 +53,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] },
 
   const db = openDatabase(join(config.dataDir, 'edgepack.db'));
   const store = new Store(db);
+  const telemetry = createTelemetry({ db, devices: store, log, now, retention: config.telemetryRetention, ...(opts.telemetry ? { ingest: opts.telemetry } : {}) });
   const blobs = new BlobStore(join(config.dataDir, 'blobs'));
   await blobs.init();
 
@@ -60,11 +64,12 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] },
   const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now });
   const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, trust: { keyId: secrets.signing.keyId, roots: () => trust.roots } });
   gateway.rollouts = rollouts;
+  gateway.telemetry = telemetry.connect(broker.aedes);
   const builds = new BuildQueue({ store, blobs, profiles, signing: secrets.signing, bundleTtlDays: config.bundleTtlDays, log, now });
 
   const app = buildApp({
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey, trustedRoot: () => trust.latest,
-    mqttPort: () => broker.port, rollouts, builds, now, logger: log,
+    mqttPort: () => broker.port, rollouts, builds, now, logger: log, health: telemetry.health, metrics: telemetry.metrics,
     onDeviceRevoked: async (deviceId) => {
       rollouts.onDeviceRevoked(deviceId);
       await gateway.clearDesired(deviceId);
@@ -78,7 +83,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] },
   const httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
 
   const republished = await rollouts.republishAll().catch((err) => { log.error({ err }, 'republish failed'); return 0; });
-  const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec });
+  const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec, telemetry: telemetry.jobs });
   log.info({ httpPort, mqttPort: broker.port, dataDir: config.dataDir, republished, profiles: profiles.length }, 'edgepack orchestrator listening');
 
   let closed = false;
@@ -88,12 +93,15 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] },
     adminToken: secrets.adminToken,
     app,
     store,
+    telemetry,
     async close() {
       if (closed) return;
       closed = true;
       await cron.stop();
       await app.close();
       await builds.close();
+      // Before the broker: what is queued is committed and its acks go out.
+      await telemetry.close();
       await broker.close();
       db.close();
       lock.release();

@@ -13,6 +13,7 @@ import { BuildQueue } from '@edgepack/orchestrator/build/build-queue.js';
 import { RolloutService } from '@edgepack/orchestrator/rollout-service.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
 import type { AppDeps } from '@edgepack/orchestrator/http/app-deps.js';
+import { telemetryAppDeps } from './telemetry-deps.js';
 
 export const ADMIN_TOKEN = 'ept_test-admin-token';
 export const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -50,6 +51,7 @@ export async function testDeps(prefix: string): Promise<TestDeps> {
     store, blobs, profiles, config: { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' },
     adminToken: ADMIN_TOKEN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
     onDeviceRevoked: async () => undefined,
+    ...telemetryAppDeps(db, store, now),
   };
   return {
     deps, dir, db, store, builds, published, clock,

@@ -28,6 +28,7 @@ import { BlobStore } from '@edgepack/orchestrator/blob-store.js';
 import { BuildQueue } from '@edgepack/orchestrator/build/build-queue.js';
 import { RolloutService } from '@edgepack/orchestrator/rollout-service.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
+import { telemetryAppDeps } from '../support/telemetry-deps.js';
 import { buildApp, type AppDeps } from '@edgepack/orchestrator/http/app.js';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 
@@ -82,6 +83,7 @@ before(async () => {
     store, blobs, profiles, config: { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' },
     adminToken: ADMIN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
     onDeviceRevoked: async (id) => { revoked.push(id); },
+    ...telemetryAppDeps(db, store, now),
   };
   app = buildApp(deps);
   await app.ready();

@@ -256,6 +256,7 @@ const NOT_FOUND_CALLS: Record<string, { query?: string; body?: unknown; octet?: 
   'GET /v1/devices/{id}': {},
   'PATCH /v1/devices/{id}': { body: { name: 'x' } },
   'DELETE /v1/devices/{id}': {},
+  'GET /v1/devices/{id}/health': {},
   'GET /v1/models/{id}': {},
   'GET /v1/models/{id}/datasets': {},
   'POST /v1/models/{id}/datasets': { query: '?kind=calibration', octet: true },

@@ -15,6 +15,7 @@ import { BlobStore } from '@edgepack/orchestrator/blob-store.js';
 import { BuildQueue } from '@edgepack/orchestrator/build/build-queue.js';
 import { RolloutService } from '@edgepack/orchestrator/rollout-service.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
+import { telemetryAppDeps } from '../support/telemetry-deps.js';
 import { buildApp } from '@edgepack/orchestrator/http/app.js';
 
 const ADMIN = 'ept_logging-test-admin-token';
@@ -39,6 +40,7 @@ before(async () => {
     store, blobs, profiles: loadProfiles(), config: { maxModelBytes: 1 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'x' },
     adminToken: ADMIN, signingPublicKey: kp.publicKey, mqttPort: () => 1883, rollouts, builds, now, logger: log,
     onDeviceRevoked: async () => undefined,
+    ...telemetryAppDeps(db, store, now),
   });
   await app.ready();
 });

@@ -147,4 +147,95 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       CREATE INDEX datasets_by_model_created ON datasets(model_id, created_at, id);
     `,
   },
+  {
+    version: 7,
+    name: 'live inference telemetry',
+    // Self-contained (it may be renumbered when branches merge). Times are epoch ms INTEGERs:
+    // ranges and buckets compare as integers. Histogram counts are compact JSON (see
+    // telemetry/aggregate.ts encodeCounts). telemetry_windows.id is AUTOINCREMENT so ids only
+    // grow: the roll-up's "rolled through id N" mark stays true after deletions.
+    sql: `
+      CREATE TABLE telemetry_windows (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        bundle_id TEXT,
+        model_name TEXT,
+        windows INTEGER NOT NULL,
+        ok INTEGER NOT NULL, invalid INTEGER NOT NULL, timeout INTEGER NOT NULL, rejected INTEGER NOT NULL, error INTEGER NOT NULL,
+        items INTEGER NOT NULL,
+        latency_counts TEXT NOT NULL, latency_sum_us INTEGER NOT NULL,
+        queue_counts TEXT NOT NULL, queue_sum_us INTEGER NOT NULL,
+        cpu_percent REAL NOT NULL, rss_bytes INTEGER NOT NULL, mem_available_bytes INTEGER NOT NULL, disk_free_bytes INTEGER NOT NULL,
+        temperature_c REAL,
+        swaps INTEGER NOT NULL, swaps_held INTEGER NOT NULL, held_requests INTEGER NOT NULL, max_hold_ms INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        UNIQUE (device_id, seq)
+      );
+      CREATE INDEX telemetry_windows_by_device_time ON telemetry_windows(device_id, start_ms);
+      CREATE INDEX telemetry_windows_by_time ON telemetry_windows(start_ms);
+      CREATE TABLE telemetry_10m (
+        device_id TEXT NOT NULL,
+        bucket_ms INTEGER NOT NULL,
+        bundle_key TEXT NOT NULL,
+        windows INTEGER NOT NULL,
+        ok INTEGER NOT NULL, invalid INTEGER NOT NULL, timeout INTEGER NOT NULL, rejected INTEGER NOT NULL, error INTEGER NOT NULL,
+        items INTEGER NOT NULL,
+        latency_counts TEXT NOT NULL, latency_sum_us INTEGER NOT NULL,
+        queue_counts TEXT NOT NULL, queue_sum_us INTEGER NOT NULL,
+        samples INTEGER NOT NULL,
+        cpu_sum REAL NOT NULL, cpu_max REAL, rss_sum INTEGER NOT NULL, rss_max INTEGER, mem_sum INTEGER NOT NULL, mem_min INTEGER,
+        disk_sum INTEGER NOT NULL, disk_min INTEGER, temp_samples INTEGER NOT NULL, temp_sum REAL NOT NULL, temp_max REAL,
+        swaps INTEGER NOT NULL, swaps_held INTEGER NOT NULL, held_requests INTEGER NOT NULL, max_hold_ms INTEGER NOT NULL,
+        longest_sec REAL NOT NULL,
+        PRIMARY KEY (device_id, bucket_ms, bundle_key)
+      ) WITHOUT ROWID;
+      CREATE INDEX telemetry_10m_by_time ON telemetry_10m(bucket_ms);
+      CREATE TABLE telemetry_1h (
+        device_id TEXT NOT NULL,
+        bucket_ms INTEGER NOT NULL,
+        bundle_key TEXT NOT NULL,
+        windows INTEGER NOT NULL,
+        ok INTEGER NOT NULL, invalid INTEGER NOT NULL, timeout INTEGER NOT NULL, rejected INTEGER NOT NULL, error INTEGER NOT NULL,
+        items INTEGER NOT NULL,
+        latency_counts TEXT NOT NULL, latency_sum_us INTEGER NOT NULL,
+        queue_counts TEXT NOT NULL, queue_sum_us INTEGER NOT NULL,
+        samples INTEGER NOT NULL,
+        cpu_sum REAL NOT NULL, cpu_max REAL, rss_sum INTEGER NOT NULL, rss_max INTEGER, mem_sum INTEGER NOT NULL, mem_min INTEGER,
+        disk_sum INTEGER NOT NULL, disk_min INTEGER, temp_samples INTEGER NOT NULL, temp_sum REAL NOT NULL, temp_max REAL,
+        swaps INTEGER NOT NULL, swaps_held INTEGER NOT NULL, held_requests INTEGER NOT NULL, max_hold_ms INTEGER NOT NULL,
+        longest_sec REAL NOT NULL,
+        PRIMARY KEY (device_id, bucket_ms, bundle_key)
+      ) WITHOUT ROWID;
+      CREATE INDEX telemetry_1h_by_time ON telemetry_1h(bucket_ms);
+      CREATE TABLE telemetry_gaps (
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        windows INTEGER NOT NULL,
+        lost_windows INTEGER NOT NULL,
+        from_ms INTEGER NOT NULL,
+        to_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        requests TEXT,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_id, seq)
+      );
+      CREATE INDEX telemetry_gaps_by_time ON telemetry_gaps(to_ms);
+      CREATE TABLE telemetry_devices (
+        device_id TEXT PRIMARY KEY,
+        latest_end_ms INTEGER NOT NULL,
+        last_received_ms INTEGER NOT NULL,
+        pruned_through_seq INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE TABLE telemetry_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+      );
+      INSERT INTO telemetry_state (key, value) VALUES ('rolled_through_id', 0);
+    `,
+  },
 ];

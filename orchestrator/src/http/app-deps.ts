@@ -5,6 +5,7 @@ import type { ServerConfig } from '../config.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../logger.js';
 import type { RolloutService } from '../rollout-service.js';
+import type { HealthService } from '../telemetry/health-service.js';
 
 /**
  * What the HTTP app needs from the rest of the orchestrator. In a module of its own so route
@@ -23,6 +24,10 @@ export interface AppDeps {
   rollouts: RolloutService;
   builds: BuildQueue;
   onDeviceRevoked: (deviceId: string) => Promise<void>;
+  /** Live inference health (GET /v1/devices/:id/health, /v1/fleet/health). */
+  health: HealthService;
+  /** The Prometheus exposition (GET /metrics). */
+  metrics: { text(): Promise<string>; contentType: string };
   now: () => Date;
   /** The orchestrator's logger; Fastify logs through it (a silent one when absent, as in most tests). */
   logger?: Logger;

@@ -14,13 +14,15 @@ import { datasetRoutes } from './routes/datasets.js';
 import { deviceRoutes } from './routes/devices.js';
 import { enrollmentRoutes } from './routes/enrollment.js';
 import { healthRoutes } from './routes/health.js';
+import { inferenceHealthRoutes } from './routes/inference-health.js';
+import { metricsRoutes } from './routes/metrics.js';
 import { modelRoutes } from './routes/models.js';
 import { rolloutRoutes } from './routes/rollouts.js';
 
 export type { AppDeps } from './app-deps.js';
 
 /** The route plugins, one per resource, each mounted under /v1. A new resource is one more line. */
-const V1_PLUGINS = [healthRoutes, enrollmentRoutes, deviceRoutes, modelRoutes, datasetRoutes, buildRoutes, rolloutRoutes, bundleRoutes];
+const V1_PLUGINS = [healthRoutes, enrollmentRoutes, deviceRoutes, modelRoutes, datasetRoutes, buildRoutes, rolloutRoutes, bundleRoutes, inferenceHealthRoutes];
 
 /** What a client may send as its own request id. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -66,5 +68,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   registerOpenApi(app);
   for (const plugin of V1_PLUGINS) void app.register(plugin, { prefix: '/v1', deps });
+  // Prometheus scrapes /metrics by convention, outside the versioned API.
+  void app.register(metricsRoutes, { deps });
   return app;
 }

@@ -8,6 +8,11 @@ import type { Store } from '../db/store.js';
 import type { Logger } from '../logger.js';
 import type { DesiredPublisher, RolloutService } from '../rollout-service.js';
 
+/** Where telemetry batches go (telemetry/ingest.ts TelemetryIngest): it validates, commits, acks and answers refusals itself. */
+export interface TelemetrySink {
+  receive(deviceId: string, payload: Buffer): void;
+}
+
 /**
  * Everything the orchestrator says to and hears from devices over MQTT. One handler per
  * device topic; every payload is validated and an invalid one is answered on the device's
@@ -19,6 +24,7 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly chunkRequest = new Validator('chunk request', ChunkRequestSchema);
   private readonly presence = new Validator('presence', PresenceSchema);
   rollouts?: RolloutService;
+  telemetry?: TelemetrySink;
 
   constructor(private readonly deps: { aedes: Aedes; store: Store; blobs: BlobStore; log: Logger; now: () => Date }) {
     deps.aedes.on('publish', (packet, client) => {
@@ -107,6 +113,9 @@ export class DeviceGateway implements DesiredPublisher {
           }
           return;
         }
+        case DeviceTopic.telemetry:
+          this.telemetry?.receive(client.id, payload);
+          return;
         default:
           return;
       }
