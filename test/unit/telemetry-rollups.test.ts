@@ -6,7 +6,9 @@
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TELEMETRY_OUTCOMES, mergeHistograms, type TelemetryWindow } from '@edgepack/protocol';
+import { SERVE_HELP, parseServeConfig } from '@edgepack/orchestrator/config.js';
 import type { Agg } from '@edgepack/orchestrator/telemetry/aggregate.js';
+import { DEFAULT_RETENTION } from '@edgepack/orchestrator/telemetry/rollups.js';
 import { telemetryRig, type Rig } from '../support/telemetry-rig.js';
 import { latencies, rng, windowRun } from '../support/telemetry-windows.js';
 
@@ -199,4 +201,22 @@ test('retention deletes raw windows after 48 h, 10-minute roll-ups after 30 days
   r.clock.ms = T0 + 401 * DAY;
   await r.jobs.prune();
   assert.equal(rows('telemetry_1h'), 0);
+});
+
+test('retention is set by serve flags or env (flags win), and a coarser table must outlive a finer one', () => {
+  const base = ['--data-dir', '/tmp/x'];
+  const c = parseServeConfig(base, {});
+  assert.ok(c !== 'help');
+  assert.deepEqual(c.telemetryRetention, DEFAULT_RETENTION);
+  const env = { EDGEPACK_TELEMETRY_RAW_HOURS: '12', EDGEPACK_TELEMETRY_10M_DAYS: '7', EDGEPACK_TELEMETRY_1H_DAYS: '90' };
+  const e = parseServeConfig(base, env);
+  assert.ok(e !== 'help');
+  assert.deepEqual(e.telemetryRetention, { rawHours: 12, tenMinDays: 7, hourDays: 90 });
+  const f = parseServeConfig([...base, '--telemetry-raw-hours', '6'], env);
+  assert.ok(f !== 'help');
+  assert.equal(f.telemetryRetention.rawHours, 6);
+  assert.throws(() => parseServeConfig([...base, '--telemetry-raw-hours', '0'], {}), /--telemetry-raw-hours must be a positive number/);
+  assert.throws(() => parseServeConfig([...base, '--telemetry-10m-days', '1', '--telemetry-raw-hours', '48'], {}), /--telemetry-10m-days \(1\) must keep roll-ups at least as long as --telemetry-raw-hours/);
+  assert.throws(() => parseServeConfig([...base, '--telemetry-1h-days', '10'], {}), /--telemetry-1h-days \(10\) must be at least --telemetry-10m-days \(30\)/);
+  assert.match(SERVE_HELP, /--telemetry-1h-days N .*EDGEPACK_TELEMETRY_1H_DAYS, default 400/);
 });
