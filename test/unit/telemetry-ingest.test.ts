@@ -134,8 +134,9 @@ test('1,000 queued entries flush at once without waiting for the timer, in trans
   while (r.acks.length < 12 && Date.now() - started < 5000) await new Promise((res) => setTimeout(res, 5));
   assert.equal(r.acks.length, 12, 'flushed without the 10-minute timer');
   assert.equal(r.rawRows(), 1200);
-  assert.equal(r.ingest.stats.flushes, 1);
+  // Two transactions, one turn of the event loop each: a backlog never holds the loop for more than one.
   assert.equal(r.ingest.stats.transactions, 2);
+  assert.equal(r.ingest.stats.flushes, 2);
 });
 
 test('a commit that fails (the disk is full) acks nothing and loses nothing already stored; the redelivery commits', async () => {

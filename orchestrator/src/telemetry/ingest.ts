@@ -1,22 +1,26 @@
 /**
  * Telemetry ingestion: the receiver protocol/src/telemetry.ts describes, batched.
  *
- * Per message on a device's `telemetry` topic (receive, on the broker's publish event):
+ * Per message on a device's `telemetry` topic (receive, on the broker's publish event): queue
+ * it as it came, and flush 250 ms after the first queued message, or on the next turn of the
+ * event loop once the queue may hold 1,000 windows (by size: a window is at least 550 bytes of
+ * JSON), whichever comes first. Nothing heavier happens on the broker's event: a burst of
+ * messages read off the sockets in one turn costs a copy each, not a validation each.
+ * Per flush (synchronous, so nothing else touches the database in between), one transaction of
+ * at most 1,000 entries (maxBatchWindows) from the head of the queue; for each message:
  *   1. validate with protocol's validator (the device is the topic's). A refused batch (not
  *      JSON, too large, bad envelope, another device) has no seqs to ack: a Notice answers it.
  *   2. a device unknown to the database or revoked: dropped, with a log line (the broker lets
  *      only enrolled devices in, so this is a revocation racing its last messages).
- *   3. queue it. The queue is flushed 250 ms after its first message, or at once when it holds
- *      1,000 entries, whichever comes first.
- * Per flush (one synchronous pass, so nothing else touches the database in between):
- *   4. for each message, planTelemetryIngest over the device's stored ranges near the message's
- *      seqs (read inside the transaction, so the messages before it in the same flush count),
- *      then delete what the plan supersedes, insert the new windows and record the gaps.
- *      Entries go in transactions of at most 1,000 (maxBatchWindows); a message split across
- *      two is safe because only a fully committed message is acked, and a redelivery of a
- *      half-committed one is deduplicated.
- *   5. only after the commit, the acks (QoS 1 on `telemetry-ack`), the notices for refused
- *      entries, and the metrics.
+ *   3. planTelemetryIngest over the device's stored ranges near the message's seqs (read inside
+ *      the transaction, so the messages before it count), then delete what the plan
+ *      supersedes, insert the new windows and record the gaps. A message bigger than what is
+ *      left of the transaction continues in the next one: safe, because only a fully committed
+ *      message is acked and a redelivery of a half-committed one is deduplicated.
+ * Then, only after the commit, the acks (QoS 1 on `telemetry-ack`), the notices for refused
+ * entries and the metrics. Anything still queued is flushed on the next turn of the loop, so
+ * HTTP requests and broker traffic run between two transactions: a backlog never holds the
+ * loop for more than one.
  * A failed commit (full disk, say) acks nothing: the devices keep the windows spooled and send
  * them again. So does a crash before the commit, and a queue past maxPendingWindows.
  */
@@ -52,13 +56,16 @@ export function brokerReplies(aedes: Aedes): TelemetryReplies {
 }
 
 export interface TelemetryIngestOptions {
-  /** Entries (windows + gaps) per transaction at most, and the queue size that flushes at once (default 1,000). */
+  /** Entries (windows + gaps) per transaction at most, and the queue size (estimated by bytes) that flushes at once (default 1,000). */
   maxBatchWindows?: number;
   /** A queued message waits at most this long for its transaction (default 250 ms). */
   maxDelayMs?: number;
-  /** Queued entries past which new messages are dropped unacked, so the queue cannot grow without bound (default 50,000). */
-  maxPendingWindows?: number;
+  /** Queued payload bytes past which new messages are dropped unacked, so the queue cannot grow without bound (default 64 MiB). */
+  maxPendingBytes?: number;
 }
+
+/** The least JSON a window takes (two histograms of 43 counts and the rest): queued bytes ÷ this bounds the windows queued. */
+const MIN_WINDOW_BYTES = 550;
 
 export interface TelemetryIngestDeps extends TelemetryIngestOptions {
   telemetry: TelemetryStore;
@@ -72,15 +79,13 @@ export interface TelemetryIngestDeps extends TelemetryIngestOptions {
 
 interface Queued {
   deviceId: string;
-  profile: string;
-  batch: ParsedTelemetryBatch;
+  payload: Uint8Array | string;
+  bytes: number;
   receivedMs: number;
-  entries: number;
-}
-
-interface Done {
-  q: Queued;
-  plan: TelemetryIngestPlan;
+  /** Set when the message reaches the head of the queue: its validation, device and plan. */
+  ready?: { profile: string; batch: ParsedTelemetryBatch; plan: TelemetryIngestPlan } | null;
+  /** Entries of the plan (inserts, then gaps) applied so far. */
+  applied: number;
 }
 
 /** Net figures a transaction adds, per (profile, bundle), for the metrics once it commits. */
@@ -89,7 +94,7 @@ type Deltas = Map<string, { profile: string; bundleId: string | null; agg: Agg }
 export class TelemetryIngest {
   private readonly check = createTelemetryValidator();
   private queue: Queued[] = [];
-  private queued = 0;
+  private queuedBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -109,48 +114,51 @@ export class TelemetryIngest {
 
   private get maxBatch(): number { return Math.max(1, this.deps.maxBatchWindows ?? 1000); }
 
-  /** One message from `deviceId`'s telemetry topic. Never throws. */
+  /** One message from `deviceId`'s telemetry topic, queued as it came. Never throws. */
   receive(deviceId: string, payload: Uint8Array | string): void {
-    const { log, now } = this.deps;
     if (this.closed) return;
     this.stats.messages++;
-    const at = now();
-    const parsed = this.check.batch(payload, { deviceId, now: at });
-    if (!parsed.ok) {
-      this.stats.refusedMessages++;
-      log.warn({ deviceId, code: parsed.code }, `telemetry refused: ${parsed.reason}`);
-      this.reply(this.deps.replies.notice(deviceId, parsed.code, parsed.reason));
-      return;
-    }
-    let device;
-    try {
-      device = this.deps.devices.getDevice(deviceId);
-    } catch (err) {
-      log.error({ deviceId, err: errorMessage(err) }, 'telemetry: device lookup failed; the batch is not acked and will come again');
-      return;
-    }
-    if (!device || device.revokedAt) {
+    const at = this.deps.now().getTime();
+    const bytes = typeof payload === 'string' ? payload.length : payload.byteLength;
+    if (this.queuedBytes + bytes > (this.deps.maxPendingBytes ?? 64 << 20)) {
       this.stats.dropped++;
-      log.warn({ deviceId }, `telemetry from ${device ? 'a revoked' : 'an unknown'} device dropped (${parsed.value.windows.length} windows)`);
-      return;
-    }
-    const entries = parsed.value.windows.length + parsed.value.gaps.length + parsed.value.refused.length;
-    if (this.queued + entries > (this.deps.maxPendingWindows ?? 50_000)) {
-      this.stats.dropped++;
-      if (at.getTime() - this.lastBehindLog > 10_000) {
-        this.lastBehindLog = at.getTime();
-        log.warn({ deviceId, queued: this.queued }, 'telemetry ingest is behind: batch not acked; the device sends it again');
+      if (at - this.lastBehindLog > 10_000) {
+        this.lastBehindLog = at;
+        this.deps.log.warn({ deviceId, queuedBytes: this.queuedBytes }, 'telemetry ingest is behind: batch not acked; the device sends it again');
       }
       return;
     }
-    this.queue.push({ deviceId, profile: device.profile, batch: parsed.value, receivedMs: at.getTime(), entries });
-    this.queued += entries;
-    if (this.queued >= this.maxBatch) {
-      // On the next turn, so that messages already read off the sockets join this batch.
-      this.immediate ??= setImmediate(() => { this.immediate = undefined; this.flush(); });
-    } else {
-      this.timer ??= setTimeout(() => { this.timer = undefined; this.flush(); }, this.deps.maxDelayMs ?? 250);
+    this.queue.push({ deviceId, payload, bytes, receivedMs: at, applied: 0 });
+    this.queuedBytes += bytes;
+    if (this.queuedBytes >= this.maxBatch * MIN_WINDOW_BYTES) this.flushSoon();
+    else this.timer ??= setTimeout(() => { this.timer = undefined; this.flush(); }, this.deps.maxDelayMs ?? 250);
+  }
+
+  /**
+   * Validates a message at the head of the queue and plans it (inside the transaction); null
+   * when it is refused as a whole (answered with a notice) or dropped.
+   */
+  private prepare(q: Queued): Queued['ready'] {
+    const { log } = this.deps;
+    const parsed = this.check.batch(q.payload, { deviceId: q.deviceId, now: new Date(q.receivedMs) });
+    if (!parsed.ok) {
+      this.stats.refusedMessages++;
+      log.warn({ deviceId: q.deviceId, code: parsed.code }, `telemetry refused: ${parsed.reason}`);
+      this.reply(this.deps.replies.notice(q.deviceId, parsed.code, parsed.reason));
+      return null;
     }
+    const device = this.deps.devices.getDevice(q.deviceId);
+    if (!device || device.revokedAt) {
+      this.stats.dropped++;
+      log.warn({ deviceId: q.deviceId }, `telemetry from ${device ? 'a revoked' : 'an unknown'} device dropped (${parsed.value.windows.length} windows)`);
+      return null;
+    }
+    return { profile: device.profile, batch: parsed.value, plan: this.plan(q.deviceId, parsed.value) };
+  }
+
+  /** On the next turn of the loop, so that messages already read off the sockets join the transaction, and requests waiting on the loop run first. */
+  private flushSoon(): void {
+    this.immediate ??= setImmediate(() => { this.immediate = undefined; this.flush(); });
   }
 
   private reply(p: Promise<void>): void {
@@ -159,127 +167,132 @@ export class TelemetryIngest {
     void q.finally(() => this.inFlight.delete(q));
   }
 
-  /** Commits everything queued, then acks it. Synchronous up to the replies. */
+  /**
+   * One transaction of at most maxBatchWindows entries from the head of the queue, then the
+   * answers to every message it completed. What is left is flushed on the next turn of the
+   * loop, so a backlog never holds the loop for more than one transaction.
+   */
   flush(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
     if (this.immediate) { clearImmediate(this.immediate); this.immediate = undefined; }
-    const queue = this.queue;
-    this.queue = [];
-    this.queued = 0;
-    if (queue.length === 0) return;
+    if (this.queue.length === 0) return;
     this.stats.flushes++;
     const { telemetry, log } = this.deps;
-    const committed: Done[] = [];
-    let done: Done[] = [];
-    let open = false;
-    let inTx = 0;
-    let started = 0;
-    let deltas: Deltas = new Map();
-    let lost: { profile: string; reason: string; windows: number }[] = [];
-    const ensure = () => {
-      if (open) return;
-      this.begin.run();
-      open = true;
-      inTx = 0;
-      started = performance.now();
-    };
-    const commit = () => {
-      if (!open) return;
-      this.commitStmt.run();
-      open = false;
-      this.stats.transactions++;
-      this.deps.metrics?.commit((performance.now() - started) / 1000, inTx);
-      committed.push(...done);
-      done = [];
-      for (const d of deltas.values()) this.deps.metrics?.committed(d.profile, d.bundleId, d.agg);
-      for (const l of lost) this.deps.metrics?.lost(l.profile, l.reason, l.windows);
-      deltas = new Map();
-      lost = [];
-    };
-    const counted = () => {
-      if (++inTx >= this.maxBatch) commit();
-    };
+    const done: Queued[] = [];
+    const deltas: Deltas = new Map();
+    const lost: { profile: string; reason: string; windows: number }[] = [];
+    const started = performance.now();
+    let n = 0;
     try {
-      for (const q of queue) {
-        ensure();
-        const plan = this.plan(q);
-        for (const ins of plan.insert) {
-          ensure();
-          this.applyInsert(q, ins, deltas);
-          counted();
+      this.begin.run();
+      // Every message counts at least one, so a run of messages with nothing to store (duplicates, refusals) is bounded too.
+      while (this.queue.length > 0 && n < this.maxBatch) {
+        const q = this.queue[0]!;
+        if (q.ready === undefined) q.ready = this.prepare(q);
+        const r = q.ready;
+        const total = r ? r.plan.insert.length + r.plan.gaps.length : 0;
+        if (total === 0) n++;
+        while (r && q.applied < total && n < this.maxBatch) {
+          if (q.applied < r.plan.insert.length) this.applyInsert(q.deviceId, r.profile, r.plan.insert[q.applied]!, q.receivedMs, deltas);
+          else this.applyGap(q.deviceId, r.profile, r.plan.gaps[q.applied - r.plan.insert.length]!, q.receivedMs, lost);
+          q.applied++;
+          n++;
         }
-        for (const g of plan.gaps) {
-          ensure();
-          // Seqs of the gap that are stored (or were, before the raw retention pruned them) are not lost.
-          const lostWindows = g.windows - coveredCount([g.seq, g.lastSeq], telemetry.rangesNear(q.deviceId, g.seq, g.lastSeq));
-          if (telemetry.insertGap(q.deviceId, g, Math.max(0, lostWindows), q.receivedMs)) lost.push({ profile: q.profile, reason: g.reason, windows: Math.max(0, lostWindows) });
-          counted();
+        if (q.applied < total) break; // the rest of this message goes in the next transaction
+        if (r && r.batch.windows.length > 0) {
+          let end = 0;
+          for (const w of r.batch.windows) end = Math.max(end, Date.parse(w.end));
+          telemetry.touchDevice(q.deviceId, end, q.receivedMs);
         }
-        if (q.batch.windows.length > 0) {
-          ensure();
-          telemetry.touchDevice(q.deviceId, Math.max(...q.batch.windows.map((w) => Date.parse(w.end))), q.receivedMs);
-        }
-        done.push({ q, plan });
+        this.queue.shift();
+        this.queuedBytes -= q.bytes;
+        if (r) done.push(q);
       }
-      commit();
+      this.commitStmt.run();
     } catch (err) {
-      if (open) {
-        try { this.rollback.run(); } catch { /* the transaction is gone already */ }
-      }
-      log.error({ err: errorMessage(err), committed: committed.length, lost: queue.length - committed.length }, 'telemetry commit failed; those batches are not acked and will come again');
+      try { this.rollback.run(); } catch { /* the transaction is gone already */ }
+      // Nothing of this transaction is kept; the rest of the queue would most likely fail the
+      // same way (a full disk). None of it is acked: the devices send it all again.
+      const dropped = this.queue.length + done.length;
+      this.queue = [];
+      this.queuedBytes = 0;
+      log.error({ err: errorMessage(err), messages: dropped }, 'telemetry commit failed; those batches are not acked and will come again');
+      return;
     }
-    for (const { q, plan } of committed) this.answer(q, plan);
+    this.stats.transactions++;
+    const { metrics } = this.deps;
+    metrics?.commit((performance.now() - started) / 1000, n);
+    for (const d of deltas.values()) metrics?.committed(d.profile, d.bundleId, d.agg);
+    for (const l of lost) metrics?.lost(l.profile, l.reason, l.windows);
+    for (const q of done) this.answer(q.deviceId, q.ready!.plan);
+    if (this.queue.length > 0) this.flushSoon();
   }
 
   /** The plan for one message over what is stored for its device now. */
-  private plan(q: Queued): TelemetryIngestPlan {
-    const ranges = q.batch.windows.map(windowRange);
+  private plan(deviceId: string, batch: ParsedTelemetryBatch): TelemetryIngestPlan {
     let stored: SeqRange[] = [];
-    if (ranges.length > 0) {
-      const lo = Math.min(...ranges.map((r) => r[0]));
-      const hi = Math.max(...ranges.map((r) => r[1]));
-      stored = this.deps.telemetry.rangesNear(q.deviceId, lo, hi);
+    if (batch.windows.length > 0) {
+      let lo = Infinity;
+      let hi = 0;
+      for (const w of batch.windows) {
+        const [a, b] = windowRange(w);
+        if (a < lo) lo = a;
+        if (b > hi) hi = b;
+      }
+      stored = this.deps.telemetry.rangesNear(deviceId, lo, hi);
     }
-    return planTelemetryIngest(q.batch, stored);
+    return planTelemetryIngest(batch, stored);
   }
 
-  private applyInsert(q: Queued, ins: TelemetryIngestPlan['insert'][number], deltas: Deltas): void {
-    const { telemetry } = this.deps;
+  private applyInsert(deviceId: string, profile: string, ins: TelemetryIngestPlan['insert'][number], receivedMs: number, deltas: Deltas): void {
+    const { telemetry, metrics } = this.deps;
     const w = ins.window;
     const add = (bundleId: string | null, agg: Agg, sign: 1 | -1) => {
-      const key = `${q.profile}\u0000${bundleId ?? ''}`;
+      const key = `${profile}\u0000${bundleId ?? ''}`;
       let d = deltas.get(key);
-      if (!d) deltas.set(key, (d = { profile: q.profile, bundleId, agg: emptyAgg() }));
+      if (!d) deltas.set(key, (d = { profile, bundleId, agg: emptyAgg() }));
       addInto(d.agg, agg, sign);
     };
     for (const [seq] of ins.supersedes) {
-      const old = telemetry.windowAt(q.deviceId, seq);
+      const old = telemetry.windowAt(deviceId, seq);
       if (!old) continue; // the pruned-seqs marker, not a row
-      telemetry.deleteWindow(q.deviceId, old);
-      add(old.bundleId, old.agg, -1);
+      telemetry.deleteWindow(deviceId, old);
+      if (metrics) add(old.bundleId, old.agg, -1);
     }
-    telemetry.insertWindow(w, q.receivedMs);
-    add(w.bundleId, aggOfWindow(w), 1);
+    telemetry.insertWindow(w, receivedMs);
+    if (metrics) add(w.bundleId, aggOfWindow(w), 1);
   }
 
-  private answer(q: Queued, plan: TelemetryIngestPlan): void {
+  private applyGap(deviceId: string, profile: string, g: TelemetryIngestPlan['gaps'][number], receivedMs: number, lost: { profile: string; reason: string; windows: number }[]): void {
+    const { telemetry } = this.deps;
+    // Seqs of the gap that are stored (or were, before the raw retention pruned them) are not lost.
+    const lostWindows = Math.max(0, g.windows - coveredCount([g.seq, g.lastSeq], telemetry.rangesNear(deviceId, g.seq, g.lastSeq)));
+    if (telemetry.insertGap(deviceId, g, lostWindows, receivedMs)) lost.push({ profile, reason: g.reason, windows: lostWindows });
+  }
+
+  private answer(deviceId: string, plan: TelemetryIngestPlan): void {
     const { log, replies, metrics } = this.deps;
     metrics?.windows('stored', plan.insert.length);
     metrics?.windows('duplicate', plan.duplicates.length);
     metrics?.windows('refused', plan.refused.length);
     this.stats.acked++;
-    this.reply(replies.ack(q.deviceId, plan.ack));
+    this.reply(replies.ack(deviceId, plan.ack));
     if (plan.refused.length > 0) {
       const first = plan.refused[0]!;
-      log.warn({ deviceId: q.deviceId, code: first.code, refused: plan.refused.length }, `telemetry entries refused: ${first.reason}`);
+      log.warn({ deviceId, code: first.code, refused: plan.refused.length }, `telemetry entries refused: ${first.reason}`);
       const more = plan.refused.length > 1 ? ` (and ${plan.refused.length - 1} more entries refused)` : '';
-      this.reply(replies.notice(q.deviceId, first.code as ErrorCode, `${first.reason}${more}`));
+      this.reply(replies.notice(deviceId, first.code as ErrorCode, `${first.reason}${more}`));
     }
   }
 
   /** Resolves once nothing is queued and every reply has been handed to the broker. */
   async idle(): Promise<void> {
-    if (this.queue.length > 0) this.flush();
+    while (this.queue.length > 0) {
+      const before = this.queue.length;
+      const applied = this.queue[0]!.applied;
+      this.flush();
+      if (this.queue.length === before && this.queue[0]?.applied === applied) break; // nothing moves (cannot happen; never spin)
+    }
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 

@@ -60,10 +60,11 @@ export class TelemetryJobs {
     await this.rollUp();
     const c = this.cutoffs(this.deps.now().getTime());
     let total = 0;
+    const cursor = { afterId: 0 };
     for (;;) {
-      const n = this.deps.telemetry.prune(c, this.chunk);
+      const n = this.deps.telemetry.prune(c, this.chunk, cursor);
       total += n;
-      if (n === 0) break;
+      if (n === 0 && cursor.afterId < 0) break;
       await yieldToLoop();
     }
     if (total) this.deps.log.info({ rows: total }, 'telemetry past retention deleted');

@@ -158,7 +158,9 @@ export class TelemetryStore {
         '10m': p('DELETE FROM telemetry_10m WHERE device_id = ? AND bucket_ms = ? AND bundle_key = ?'),
         '1h': p('DELETE FROM telemetry_1h WHERE device_id = ? AND bucket_ms = ? AND bundle_key = ?'),
       },
-      prunableRaw: p('SELECT id, device_id, last_seq FROM telemetry_windows WHERE start_ms < ? AND end_ms < ? AND received_ms < ? AND id <= ? LIMIT ?'),
+      // Oldest received first: ids grow with the commit order, and so with received_ms.
+      oldestRaw: p('SELECT id, device_id, last_seq, end_ms, received_ms FROM telemetry_windows WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
+      deviceInfo: p('SELECT profile, revoked_at FROM devices WHERE id = ?'),
       raisePruned: p(`INSERT INTO telemetry_devices (device_id, latest_end_ms, last_received_ms, pruned_through_seq) VALUES (?, 0, 0, ?)
         ON CONFLICT (device_id) DO UPDATE SET pruned_through_seq = MAX(pruned_through_seq, excluded.pruned_through_seq)`),
       pruneRollup: {
@@ -281,17 +283,25 @@ export class TelemetryStore {
    * be deduplicated when redelivered; past that, `pruned_through_seq` answers for it).
    * Returns the rows deleted (all tables).
    */
-  prune(c: PruneCutoffs, limit: number): number {
+  prune(c: PruneCutoffs, limit: number, cursor: { afterId: number } = { afterId: 0 }): number {
     return this.transaction(() => {
-      const rows = this.s.prunableRaw.all(c.rawBeforeMs, c.rawBeforeMs, c.rawBeforeMs, this.rolledThrough(), limit) as Row[];
+      // Walk the raw rows in id order from the cursor; the first one received after the cutoff
+      // ends the walk for good (every later id was received later still). A row received before
+      // it whose window ended after it (a clock-skewed device) is stepped over, and goes later.
+      const rows = cursor.afterId < 0 ? [] : this.s.oldestRaw.all(cursor.afterId, this.rolledThrough(), limit) as Row[];
       const maxSeq = new Map<string, number>();
+      let deleted = 0;
       for (const r of rows) {
+        if (n(r.received_ms) >= c.rawBeforeMs) { cursor.afterId = -1; break; }
+        cursor.afterId = n(r.id);
+        if (n(r.end_ms) >= c.rawBeforeMs) continue;
         const d = r.device_id as string;
         maxSeq.set(d, Math.max(maxSeq.get(d) ?? 0, n(r.last_seq)));
         this.s.deleteWindow.run(n(r.id));
+        deleted++;
       }
+      if (cursor.afterId >= 0 && rows.length < limit) cursor.afterId = -1;
       for (const [d, seq] of maxSeq) this.s.raisePruned.run(d, seq);
-      let deleted = rows.length;
       deleted += this.s.pruneRollup['10m'].run(c.tenMinBeforeMs - LEVEL_MS['10m'] + 1, limit).changes;
       deleted += this.s.pruneRollup['1h'].run(c.hourBeforeMs - LEVEL_MS['1h'] + 1, limit).changes;
       deleted += this.s.pruneGaps.run(c.hourBeforeMs, limit).changes;
@@ -301,6 +311,11 @@ export class TelemetryStore {
 
   // ---------------------------------------------------------------- queries
 
+  /**
+   * The scope as SQL. `column` may be `+device_id`: SQLite's unary plus keeps it from choosing
+   * the (device_id, seq) key for the IN list (a whole device's rows each), so a fleet query reads
+   * the time index or the id range instead.
+   */
   private scopeSql(scope: DeviceScope, column = 'device_id'): [string, unknown[]] {
     if ('deviceId' in scope) return [`${column} = ?`, [scope.deviceId]];
     const where = ['revoked_at IS NULL'];
@@ -316,7 +331,7 @@ export class TelemetryStore {
    * at any moment, not only after the next roll-up.
    */
   *scan(source: Source, scope: DeviceScope, fromMs: number, toMs: number, bundleId?: string): Generator<ScannedRow> {
-    const [scopeWhere, scopeArgs] = this.scopeSql(scope);
+    const [scopeWhere, scopeArgs] = this.scopeSql(scope, 'deviceId' in scope ? 'device_id' : '+device_id');
     if (source === 'raw') {
       const sql = `SELECT * FROM telemetry_windows WHERE ${scopeWhere} AND start_ms >= ? AND start_ms < ?${bundleId !== undefined ? ' AND bundle_id = ?' : ''}`;
       for (const r of this.db.prepare(sql).iterate(...scopeArgs, fromMs, toMs, ...(bundleId !== undefined ? [bundleId] : [])) as Iterable<Row>) {
@@ -326,11 +341,14 @@ export class TelemetryStore {
     }
     const through = this.rolledThrough();
     const lo = bucketOf(fromMs, source);
-    const sql = `SELECT * FROM ${TABLE[source]} WHERE ${scopeWhere} AND bucket_ms >= ? AND bucket_ms < ?${bundleId !== undefined ? ' AND bundle_key = ?' : ''}`;
+    const [rollupWhere] = this.scopeSql(scope);
+    const sql = `SELECT * FROM ${TABLE[source]} WHERE ${rollupWhere} AND bucket_ms >= ? AND bucket_ms < ?${bundleId !== undefined ? ' AND bundle_key = ?' : ''}`;
     for (const r of this.db.prepare(sql).iterate(...scopeArgs, lo, toMs, ...(bundleId !== undefined ? [bundleId] : [])) as Iterable<Row>) {
       yield { t: n(r.bucket_ms), deviceId: r.device_id as string, bundleId: (r.bundle_key as string) || null, agg: rollupAgg(r) };
     }
-    const fresh = `SELECT * FROM telemetry_windows WHERE id > ? AND ${scopeWhere} AND start_ms >= ? AND start_ms < ?${bundleId !== undefined ? ' AND bundle_id = ?' : ''}`;
+    // Only the rows past the mark (a short id range), never a device's whole history.
+    const [freshWhere] = this.scopeSql(scope, '+device_id');
+    const fresh = `SELECT * FROM telemetry_windows WHERE id > ? AND ${freshWhere} AND +start_ms >= ? AND +start_ms < ?${bundleId !== undefined ? ' AND bundle_id = ?' : ''}`;
     for (const r of this.db.prepare(fresh).iterate(through, ...scopeArgs, lo, toMs, ...(bundleId !== undefined ? [bundleId] : [])) as Iterable<Row>) {
       yield { t: bucketOf(n(r.start_ms), source), deviceId: r.device_id as string, bundleId: (r.bundle_id as string | null) ?? null, agg: rawAgg(r) };
     }
@@ -358,6 +376,12 @@ export class TelemetryStore {
   countDevices(scope: DeviceScope): number {
     const [where, args] = this.scopeSql(scope, 'id');
     return n(this.db.prepare(`SELECT COUNT(*) FROM devices WHERE ${where}`).pluck().get(...args));
+  }
+
+  /** Who may send telemetry, and its profile: one prepared lookup per message (the hot path). */
+  deviceInfo(id: string): { profile: string; revokedAt: string | null } | undefined {
+    const r = this.s.deviceInfo.get(id) as Row | undefined;
+    return r && { profile: r.profile as string, revokedAt: (r.revoked_at as string | null) ?? null };
   }
 
   /** Unrevoked devices by profile and status (the edgepack_devices gauge). */

@@ -37,7 +37,8 @@ export function createTelemetry(deps: {
     health: new HealthService({ telemetry: store, devices: deps.devices, now: deps.now, retention: deps.retention }),
     jobs: new TelemetryJobs({ telemetry: store, log: deps.log, now: deps.now, retention: deps.retention }),
     connect(aedes) {
-      t.ingest = new TelemetryIngest({ telemetry: store, devices: deps.devices, replies: brokerReplies(aedes), log: deps.log, now: deps.now, metrics: metrics.ingest, ...deps.ingest });
+      // The device check on every message is the telemetry store's own prepared lookup.
+      t.ingest = new TelemetryIngest({ telemetry: store, devices: { getDevice: (id) => store.deviceInfo(id) }, replies: brokerReplies(aedes), log: deps.log, now: deps.now, metrics: metrics.ingest, ...deps.ingest });
       return t.ingest;
     },
     async close() {
