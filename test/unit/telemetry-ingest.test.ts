@@ -134,9 +134,9 @@ test('1,000 queued entries flush at once without waiting for the timer, in trans
   while (r.acks.length < 12 && Date.now() - started < 5000) await new Promise((res) => setTimeout(res, 5));
   assert.equal(r.acks.length, 12, 'flushed without the 10-minute timer');
   assert.equal(r.rawRows(), 1200);
-  // Two transactions, one turn of the event loop each: a backlog never holds the loop for more than one.
+  // Two transactions, each in a turn of the event loop of its own: a backlog never holds the loop for more than one.
   assert.equal(r.ingest.stats.transactions, 2);
-  assert.equal(r.ingest.stats.flushes, 2);
+  assert.ok(r.ingest.stats.flushes >= 2);
 });
 
 test('a commit that fails (the disk is full) acks nothing and loses nothing already stored; the redelivery commits', async () => {

@@ -87,6 +87,16 @@ export function aggOfWindow(w: TelemetryWindow): Agg {
   };
 }
 
+/** Adds a window's requests and histograms into `a` without building an Agg for it (the ingest's hot path feeds the metrics this way). */
+export function addWindowCounts(a: Agg, w: TelemetryWindow): void {
+  a.windows += windowCount(w);
+  for (const k of TELEMETRY_OUTCOMES) a.requests[k] += w.requests[k];
+  a.items += w.items;
+  const lat = w.latencyMs.counts;
+  for (let i = 0; i < TELEMETRY_BUCKET_COUNT; i++) a.latency[i]! += lat[i]!;
+  a.latencySumUs += w.latencyMs.sumUs;
+}
+
 /**
  * Adds `b` into `a` (in place) with `sign` +1, or takes it out with −1 (a window a merged one
  * supersedes). Taking out is exact for counts, histograms and sums; min and max cannot be

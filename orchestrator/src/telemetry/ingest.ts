@@ -6,21 +6,21 @@
  * event loop once the queue may hold 1,000 windows (by size: a window is at least 550 bytes of
  * JSON), whichever comes first. Nothing heavier happens on the broker's event: a burst of
  * messages read off the sockets in one turn costs a copy each, not a validation each.
- * Per flush (synchronous, so nothing else touches the database in between), one transaction of
- * at most 1,000 entries (maxBatchWindows) from the head of the queue; for each message:
- *   1. validate with protocol's validator (the device is the topic's). A refused batch (not
- *      JSON, too large, bad envelope, another device) has no seqs to ack: a Notice answers it.
- *   2. a device unknown to the database or revoked: dropped, with a log line (the broker lets
- *      only enrolled devices in, so this is a revocation racing its last messages).
- *   3. planTelemetryIngest over the device's stored ranges near the message's seqs (read inside
- *      the transaction, so the messages before it count), then delete what the plan
- *      supersedes, insert the new windows and record the gaps. A message bigger than what is
- *      left of the transaction continues in the next one: safe, because only a fully committed
- *      message is acked and a redelivery of a half-committed one is deduplicated.
- * Then, only after the commit, the acks (QoS 1 on `telemetry-ack`), the notices for refused
- * entries and the metrics. Anything still queued is flushed on the next turn of the loop, so
- * HTTP requests and broker traffic run between two transactions: a backlog never holds the
- * loop for more than one.
+ * A flush works in turns of the event loop, so HTTP requests and broker traffic run in between:
+ *   1. validate (for at most 8 ms a turn) with protocol's validator; the device is the topic's.
+ *      A refused batch (not JSON, too large, bad envelope, another device) has no seqs to ack:
+ *      a Notice answers it. A device unknown to the database or revoked: dropped, with a log
+ *      line (the broker lets only enrolled devices in; this is a revocation racing its last
+ *      messages).
+ *   2. once 1,000 entries are validated (or nothing is left to validate), ONE transaction of at
+ *      most 1,000 entries (maxBatchWindows): for each message, planTelemetryIngest over the
+ *      device's stored ranges near its seqs (read inside the transaction, so the messages before
+ *      it count), delete what the plan supersedes, insert the new windows, record the gaps. A
+ *      message bigger than what is left of the transaction continues in the next one: safe,
+ *      because only a fully committed message is acked, and a redelivery of a half-committed
+ *      one is deduplicated.
+ *   3. only after the commit: the acks (QoS 1 on `telemetry-ack`), the notices for refused
+ *      entries, and the metrics.
  * A failed commit (full disk, say) acks nothing: the devices keep the windows spooled and send
  * them again. So does a crash before the commit, and a queue past maxPendingWindows.
  */
@@ -31,7 +31,7 @@ import {
 } from '@edgepack/protocol';
 import type { Aedes } from 'aedes';
 import type { Logger } from '../logger.js';
-import { addInto, aggOfWindow, emptyAgg, type Agg } from './aggregate.js';
+import { addInto, addWindowCounts, emptyAgg, type Agg } from './aggregate.js';
 import type { IngestMetrics } from './metrics.js';
 import type { TelemetryStore } from './telemetry-store.js';
 
@@ -82,8 +82,17 @@ interface Queued {
   payload: Uint8Array | string;
   bytes: number;
   receivedMs: number;
-  /** Set when the message reaches the head of the queue: its validation, device and plan. */
-  ready?: { profile: string; batch: ParsedTelemetryBatch; plan: TelemetryIngestPlan } | null;
+}
+
+/** A validated message of an enrolled device, waiting for its transaction. */
+interface Ready {
+  deviceId: string;
+  profile: string;
+  batch: ParsedTelemetryBatch;
+  receivedMs: number;
+  bytes: number;
+  /** Planned when it reaches the head, inside the transaction that starts applying it. */
+  plan?: TelemetryIngestPlan;
   /** Entries of the plan (inserts, then gaps) applied so far. */
   applied: number;
 }
@@ -91,9 +100,16 @@ interface Queued {
 /** Net figures a transaction adds, per (profile, bundle), for the metrics once it commits. */
 type Deltas = Map<string, { profile: string; bundleId: string | null; agg: Agg }>;
 
+/** Validation gives the loop back after this long, so a burst of messages is validated over several turns. */
+const VALIDATE_SLICE_MS = 8;
+
 export class TelemetryIngest {
   private readonly check = createTelemetryValidator();
-  private queue: Queued[] = [];
+  /** As received, not validated yet. */
+  private raw: Queued[] = [];
+  /** Validated, in the order received. */
+  private ready: Ready[] = [];
+  private readyEntries = 0;
   private queuedBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
@@ -128,32 +144,33 @@ export class TelemetryIngest {
       }
       return;
     }
-    this.queue.push({ deviceId, payload, bytes, receivedMs: at, applied: 0 });
+    this.raw.push({ deviceId, payload, bytes, receivedMs: at });
     this.queuedBytes += bytes;
     if (this.queuedBytes >= this.maxBatch * MIN_WINDOW_BYTES) this.flushSoon();
     else this.timer ??= setTimeout(() => { this.timer = undefined; this.flush(); }, this.deps.maxDelayMs ?? 250);
   }
 
-  /**
-   * Validates a message at the head of the queue and plans it (inside the transaction); null
-   * when it is refused as a whole (answered with a notice) or dropped.
-   */
-  private prepare(q: Queued): Queued['ready'] {
+  /** Validates one received message; a refused one is answered with a notice, one of an unknown or revoked device dropped. */
+  private validate(q: Queued): void {
     const { log } = this.deps;
     const parsed = this.check.batch(q.payload, { deviceId: q.deviceId, now: new Date(q.receivedMs) });
     if (!parsed.ok) {
       this.stats.refusedMessages++;
+      this.queuedBytes -= q.bytes;
       log.warn({ deviceId: q.deviceId, code: parsed.code }, `telemetry refused: ${parsed.reason}`);
       this.reply(this.deps.replies.notice(q.deviceId, parsed.code, parsed.reason));
-      return null;
+      return;
     }
     const device = this.deps.devices.getDevice(q.deviceId);
     if (!device || device.revokedAt) {
       this.stats.dropped++;
+      this.queuedBytes -= q.bytes;
       log.warn({ deviceId: q.deviceId }, `telemetry from ${device ? 'a revoked' : 'an unknown'} device dropped (${parsed.value.windows.length} windows)`);
-      return null;
+      return;
     }
-    return { profile: device.profile, batch: parsed.value, plan: this.plan(q.deviceId, parsed.value) };
+    const entries = parsed.value.windows.length + parsed.value.gaps.length;
+    this.ready.push({ deviceId: q.deviceId, profile: device.profile, batch: parsed.value, receivedMs: q.receivedMs, bytes: q.bytes, applied: 0 });
+    this.readyEntries += Math.max(1, entries);
   }
 
   /** On the next turn of the loop, so that messages already read off the sockets join the transaction, and requests waiting on the loop run first. */
@@ -167,18 +184,52 @@ export class TelemetryIngest {
     void q.finally(() => this.inFlight.delete(q));
   }
 
+  /** Whether anything is queued, validated or not. */
+  get pending(): boolean {
+    return this.raw.length > 0 || this.ready.length > 0;
+  }
+
   /**
-   * One transaction of at most maxBatchWindows entries from the head of the queue, then the
-   * answers to every message it completed. What is left is flushed on the next turn of the
-   * loop, so a backlog never holds the loop for more than one transaction.
+   * One step of the pipeline, in one turn of the event loop: validate received messages (for
+   * at most VALIDATE_SLICE_MS, or until a transaction's worth is ready), then, once 1,000
+   * entries are ready or nothing is left to validate, one transaction of at most 1,000 entries
+   * and the answers to every message it completed. Whatever is left continues on the next turn.
    */
   flush(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
     if (this.immediate) { clearImmediate(this.immediate); this.immediate = undefined; }
-    if (this.queue.length === 0) return;
+    if (!this.pending) return;
     this.stats.flushes++;
-    const { telemetry, log } = this.deps;
-    const done: Queued[] = [];
+    const sliceEnd = performance.now() + VALIDATE_SLICE_MS;
+    try {
+      while (this.raw.length > 0 && this.readyEntries < this.maxBatch && performance.now() < sliceEnd) this.validate(this.raw.shift()!);
+    } catch (err) {
+      // Only the device lookup can throw here (the database is gone): nothing is acked, all comes again.
+      this.abandon(err, 'telemetry device lookup failed');
+      return;
+    }
+    if (this.raw.length > 0 && this.readyEntries < this.maxBatch) {
+      this.flushSoon();
+      return;
+    }
+    if (this.ready.length > 0) this.transaction();
+    if (this.pending) this.flushSoon();
+  }
+
+  /** Drops everything queued, unacked: the devices keep it spooled and send it again. */
+  private abandon(err: unknown, what: string): void {
+    const messages = this.raw.length + this.ready.length;
+    this.raw = [];
+    this.ready = [];
+    this.readyEntries = 0;
+    this.queuedBytes = 0;
+    this.deps.log.error({ err: errorMessage(err), messages }, `${what}; those batches are not acked and will come again`);
+  }
+
+  /** One transaction of at most maxBatchWindows entries from the head of the validated queue, then its answers. */
+  private transaction(): void {
+    const { telemetry, metrics } = this.deps;
+    const done: Ready[] = [];
     const deltas: Deltas = new Map();
     const lost: { profile: string; reason: string; windows: number }[] = [];
     const started = performance.now();
@@ -186,46 +237,40 @@ export class TelemetryIngest {
     try {
       this.begin.run();
       // Every message counts at least one, so a run of messages with nothing to store (duplicates, refusals) is bounded too.
-      while (this.queue.length > 0 && n < this.maxBatch) {
-        const q = this.queue[0]!;
-        if (q.ready === undefined) q.ready = this.prepare(q);
-        const r = q.ready;
-        const total = r ? r.plan.insert.length + r.plan.gaps.length : 0;
+      while (this.ready.length > 0 && n < this.maxBatch) {
+        const r = this.ready[0]!;
+        const plan = (r.plan ??= this.plan(r.deviceId, r.batch));
+        const total = plan.insert.length + plan.gaps.length;
         if (total === 0) n++;
-        while (r && q.applied < total && n < this.maxBatch) {
-          if (q.applied < r.plan.insert.length) this.applyInsert(q.deviceId, r.profile, r.plan.insert[q.applied]!, q.receivedMs, deltas);
-          else this.applyGap(q.deviceId, r.profile, r.plan.gaps[q.applied - r.plan.insert.length]!, q.receivedMs, lost);
-          q.applied++;
+        while (r.applied < total && n < this.maxBatch) {
+          if (r.applied < plan.insert.length) this.applyInsert(r.deviceId, r.profile, plan.insert[r.applied]!, r.receivedMs, deltas);
+          else this.applyGap(r.deviceId, r.profile, plan.gaps[r.applied - plan.insert.length]!, r.receivedMs, lost);
+          r.applied++;
           n++;
         }
-        if (q.applied < total) break; // the rest of this message goes in the next transaction
-        if (r && r.batch.windows.length > 0) {
+        if (r.applied < total) break; // the rest of this message goes in the next transaction
+        if (r.batch.windows.length > 0) {
           let end = 0;
           for (const w of r.batch.windows) end = Math.max(end, Date.parse(w.end));
-          telemetry.touchDevice(q.deviceId, end, q.receivedMs);
+          telemetry.touchDevice(r.deviceId, end, r.receivedMs);
         }
-        this.queue.shift();
-        this.queuedBytes -= q.bytes;
-        if (r) done.push(q);
+        done.push(this.ready.shift()!);
       }
       this.commitStmt.run();
     } catch (err) {
       try { this.rollback.run(); } catch { /* the transaction is gone already */ }
       // Nothing of this transaction is kept; the rest of the queue would most likely fail the
       // same way (a full disk). None of it is acked: the devices send it all again.
-      const dropped = this.queue.length + done.length;
-      this.queue = [];
-      this.queuedBytes = 0;
-      log.error({ err: errorMessage(err), messages: dropped }, 'telemetry commit failed; those batches are not acked and will come again');
+      this.abandon(err, 'telemetry commit failed');
       return;
     }
+    this.readyEntries = Math.max(0, this.readyEntries - n);
+    for (const r of done) this.queuedBytes -= r.bytes;
     this.stats.transactions++;
-    const { metrics } = this.deps;
     metrics?.commit((performance.now() - started) / 1000, n);
     for (const d of deltas.values()) metrics?.committed(d.profile, d.bundleId, d.agg);
     for (const l of lost) metrics?.lost(l.profile, l.reason, l.windows);
-    for (const q of done) this.answer(q.deviceId, q.ready!.plan);
-    if (this.queue.length > 0) this.flushSoon();
+    for (const r of done) this.answer(r.deviceId, r.plan!);
   }
 
   /** The plan for one message over what is stored for its device now. */
@@ -247,20 +292,20 @@ export class TelemetryIngest {
   private applyInsert(deviceId: string, profile: string, ins: TelemetryIngestPlan['insert'][number], receivedMs: number, deltas: Deltas): void {
     const { telemetry, metrics } = this.deps;
     const w = ins.window;
-    const add = (bundleId: string | null, agg: Agg, sign: 1 | -1) => {
+    const delta = (bundleId: string | null) => {
       const key = `${profile}\u0000${bundleId ?? ''}`;
       let d = deltas.get(key);
       if (!d) deltas.set(key, (d = { profile, bundleId, agg: emptyAgg() }));
-      addInto(d.agg, agg, sign);
+      return d.agg;
     };
     for (const [seq] of ins.supersedes) {
       const old = telemetry.windowAt(deviceId, seq);
       if (!old) continue; // the pruned-seqs marker, not a row
       telemetry.deleteWindow(deviceId, old);
-      if (metrics) add(old.bundleId, old.agg, -1);
+      if (metrics) addInto(delta(old.bundleId), old.agg, -1);
     }
     telemetry.insertWindow(w, receivedMs);
-    if (metrics) add(w.bundleId, aggOfWindow(w), 1);
+    if (metrics) addWindowCounts(delta(w.bundleId), w);
   }
 
   private applyGap(deviceId: string, profile: string, g: TelemetryIngestPlan['gaps'][number], receivedMs: number, lost: { profile: string; reason: string; windows: number }[]): void {
@@ -287,12 +332,7 @@ export class TelemetryIngest {
 
   /** Resolves once nothing is queued and every reply has been handed to the broker. */
   async idle(): Promise<void> {
-    while (this.queue.length > 0) {
-      const before = this.queue.length;
-      const applied = this.queue[0]!.applied;
-      this.flush();
-      if (this.queue.length === before && this.queue[0]?.applied === applied) break; // nothing moves (cannot happen; never spin)
-    }
+    while (this.pending) this.flush();
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 
