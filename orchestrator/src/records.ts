@@ -163,9 +163,9 @@ export interface GatePolicy {
   maxGoldenFailures: number;
   maxLostRatio: number;
   /**
-   * Issue 11 hook: live health during bake. Absent today (the request schema does not take it
-   * yet); when present, the gate also checks each device's live figures against its own live
-   * figures on its previous bundle.
+   * Issue 11: live health during bake, when the plan asks for it (`gate.live` in the request):
+   * the gate also checks each device's live figures against its own live figures on its
+   * previous bundle (telemetry/live-health.ts fills RolloutDeviceView.live).
    */
   live?: LiveGatePolicy;
 }

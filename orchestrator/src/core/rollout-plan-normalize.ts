@@ -3,7 +3,7 @@
  * naming the field in the operator's own terms (`waves[1].size.percent`).
  */
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
-import type { GatePolicy, RolloutPlan, RolloutWindow, WavePlan, WaveSize } from '../records.js';
+import type { GatePolicy, LiveGatePolicy, RolloutPlan, RolloutWindow, WavePlan, WaveSize } from '../records.js';
 import { DEFAULT_ROLLOUT } from './rollout-defaults.js';
 import { RolloutRequestSchema, type GateRequest, type RolloutRequest } from './rollout-request.js';
 import { NEVER_RETRY_CODES } from './rollout-retry.js';
@@ -60,7 +60,17 @@ function gateOf(base: GatePolicy, g: GateRequest | undefined): GatePolicy {
     maxP95Regression: g?.maxP95Regression ?? base.maxP95Regression,
     maxGoldenFailures: g?.maxGoldenFailures ?? base.maxGoldenFailures,
     maxLostRatio: g?.maxLostRatio ?? base.maxLostRatio,
-    ...(base.live ? { live: base.live } : {}),
+    // A wave's own live gate is filled from the rollout's (or the defaults) field by field, like the rest.
+    ...(g?.live ? { live: liveOf(base.live, g.live) } : base.live ? { live: base.live } : {}),
+  };
+}
+
+function liveOf(base: LiveGatePolicy | undefined, g: NonNullable<GateRequest['live']>): LiveGatePolicy {
+  const d = base ?? DEFAULT_ROLLOUT.live;
+  return {
+    maxErrorRateIncrease: g.maxErrorRateIncrease ?? d.maxErrorRateIncrease,
+    maxP95Regression: g.maxP95Regression ?? d.maxP95Regression,
+    minRequests: g.minRequests ?? d.minRequests,
   };
 }
 

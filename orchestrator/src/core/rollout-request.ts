@@ -28,6 +28,14 @@ export const GateRequestSchema = Type.Object({
   maxP95Regression: Type.Optional(Type.Number({ minimum: 0, maximum: 100, default: D.gate.maxP95Regression })),
   maxGoldenFailures: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000, default: D.gate.maxGoldenFailures })),
   maxLostRatio: Type.Optional(Ratio(D.gate.maxLostRatio)),
+  live: Type.Optional(Type.Object({
+    maxErrorRateIncrease: Type.Optional(Type.Number({ minimum: 0, maximum: 1, default: D.live.maxErrorRateIncrease, description: 'median over devices of (live error rate on the new bundle − on the previous one)' })),
+    maxP95Regression: Type.Optional(Type.Number({ minimum: 0, maximum: 100, default: D.live.maxP95Regression, description: 'median over devices of (live p95 new ÷ live p95 previous − 1)' })),
+    minRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000, default: D.live.minRequests, description: 'requests a device must have served on each bundle before its live figures count' })),
+  }, {
+    additionalProperties: false,
+    description: 'during bake, also judge each device\'s live inference telemetry on the new bundle against its own on the previous bundle (the hour before the rollout touched it); absent: not judged',
+  })),
 }, { additionalProperties: false });
 
 /** Exactly one of count or percent (a union would make errors name the union, not the field). */

@@ -26,8 +26,8 @@ const TABLE: Record<Source, string> = { raw: 'telemetry_windows', '10m': 'teleme
 
 type Row = Record<string, unknown>;
 
-/** Which devices a query covers: one device, or the unrevoked devices matching a profile and/or tag. */
-export type DeviceScope = { deviceId: string } | { profile?: string; tag?: string };
+/** Which devices a query covers: one device, a list of devices, or the unrevoked devices matching a profile and/or tag. */
+export type DeviceScope = { deviceId: string } | { deviceIds: readonly string[] } | { profile?: string; tag?: string };
 
 /** A row of any table as the figures it holds, with where it belongs. */
 export interface ScannedRow {
@@ -318,6 +318,7 @@ export class TelemetryStore {
    */
   private scopeSql(scope: DeviceScope, column = 'device_id'): [string, unknown[]] {
     if ('deviceId' in scope) return [`${column} = ?`, [scope.deviceId]];
+    if ('deviceIds' in scope) return scope.deviceIds.length ? [`${column} IN (${scope.deviceIds.map(() => '?').join(', ')})`, [...scope.deviceIds]] : ['0', []];
     const where = ['revoked_at IS NULL'];
     const args: unknown[] = [];
     if (scope.profile !== undefined) { where.push('profile = ?'); args.push(scope.profile); }
