@@ -1,8 +1,7 @@
-// The load side of the telemetry bench, run in a worker thread so that it does not share the
-// orchestrator's event loop: one mqtt.js client per device with the device's own signed
+// The load side of the telemetry bench, run in a child process (forked, IPC) so that it shares
+// neither the orchestrator's event loop nor its CPU-time account: one mqtt.js client per device with the device's own signed
 // credential sends pre-serialised telemetry batches (as an agent draining its spool does) and
 // keeps `inFlight` of them unacked; meanwhile a dashboard-like loop times a cheap GET on the API.
-import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import { DeviceTopic, createDeviceCredential, deviceTopic, type TelemetryAck } from '@edgepack/protocol';
@@ -45,8 +44,8 @@ async function run(input: LoadInput): Promise<void> {
     clean: true, reconnectPeriod: 0, keepalive: 60,
   })));
   await Promise.all(clients.map((c, i) => c.subscribeAsync(deviceTopic(input.devices[i]!.id, DeviceTopic.telemetryAck), { qos: 1 })));
-  parentPort!.postMessage({ kind: 'ready' });
-  await new Promise<void>((resolve) => parentPort!.once('message', () => resolve()));
+  process.send!({ kind: 'ready' });
+  await new Promise<void>((resolve) => process.once('message', () => resolve()));
 
   let acked = 0;
   let stopGets = false;
@@ -101,7 +100,12 @@ async function run(input: LoadInput): Promise<void> {
   await gets;
   await Promise.all(clients.map((c) => c.endAsync()));
   const result: LoadResult = { windows: acked, seconds, getMs, getErrors };
-  parentPort!.postMessage({ kind: 'done', result });
+  process.send!({ kind: 'done', result });
 }
 
-if (parentPort) void run(workerData as LoadInput).catch((err: unknown) => parentPort!.postMessage({ kind: 'error', message: String((err as Error)?.stack ?? err) }));
+// Forked by telemetry.bench.ts: the input is the first message.
+if (process.send) {
+  process.once('message', (input: LoadInput) => {
+    void run(input).catch((err: unknown) => process.send!({ kind: 'error', message: String((err as Error)?.stack ?? err) }));
+  });
+}
