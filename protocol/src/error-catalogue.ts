@@ -152,6 +152,38 @@ export const ERROR_CATALOGUE = {
   TENSOR_INVALID: entry(400, false, 'a tensor does not fit its dtype and shape'),
   TENSOR_UNSUPPORTED: entry(422, false, 'a tensor dtype is not supported'),
   FAULT_INJECTED: entry(500, false, 'a test-only injected fault'),
+  // --- the staged-rollout core (core/rollout-*.ts, already in main): command refusals, pause
+  // reasons and member outcomes. Main's core raises these without catalogue entries; the lines
+  // are the fleet branch's, word for word, so the catalogue test passes here. Keep one copy on merge.
+  ACK_TIMEOUT: entry(504, true, 'a dispatched device did not report within ackSec; withdrawn, never counted as a failure'),
+  ALREADY_ON_PREVIOUS: entry(409, false, 'the device already runs its previous bundle: nothing to roll back'),
+  AWAITING_APPROVAL: entry(409, false, 'paused until an operator approves the next wave'),
+  BREACH: entry(409, false, 'paused because a gate breached; the pause lists the breaches and figures'),
+  CANCELLED: entry(409, false, 'the rollout was cancelled before this device started'),
+  GATE_UNMET: entry(409, false, 'paused because the open wave settled without passing its gate'),
+  LOST: entry(504, false, 'the device went silent during the bake and had not come back'),
+  NOT_REACHED: entry(504, false, 'the device stayed offline or unanswering until the rollout finished'),
+  NO_PREVIOUS_BUNDLE: entry(409, false, 'the device ran no bundle before the rollout: a fleet rollback has nothing to return it to'),
+  OPERATOR: entry(409, false, 'paused by an operator'),
+  QUORUM: entry(409, false, 'paused because the open wave was short of minExecuted after quorumSec'),
+  REPLACED: entry(409, false, 'the device now runs a bundle something other than this rollout put there'),
+  REVERTED_AFTER_COMMIT: entry(422, false, 'the device went active, then its heartbeat showed its previous bundle again'),
+  ROLLED_BACK: entry(409, false, 'the rollout was rolled back before this device was dispatched'),
+  ROLLOUT_AWAITING_APPROVAL: entry(409, false, 'a wave waits for approval: approve it instead of resuming'),
+  ROLLOUT_BREACH_HOLDS: entry(409, false, 'a gate breach still holds; send force: true to go on past it'),
+  ROLLOUT_FINISHED: entry(409, false, 'the rollout has finished (succeeded, cancelled or rolled back); the command has nothing to act on'),
+  ROLLOUT_NOT_AWAITING_APPROVAL: entry(409, false, 'approve needs a rollout paused for a wave that waits for approval'),
+  ROLLOUT_NOT_PAUSED: entry(409, false, 'resume needs a paused rollout'),
+  ROLLOUT_ROLLING_BACK: entry(409, false, 'a fleet rollback is under way; only it can finish the rollout'),
+  ROLLOUT_SCHEDULE_ENDED: entry(409, false, 'the schedule endAt has passed; resuming would pause again at once'),
+  SCHEDULE_ENDED: entry(409, false, 'the schedule endAt passed: paused or cancelled as endBehavior says'),
+  ALREADY_ACTIVE: entry(409, false, 'the device already runs the bundle: skipped'),
+  IN_PROGRESS_TIMEOUT: entry(504, false, 'a device started the install and did not end it within inProgressSec'),
+  PINNED: entry(409, false, 'the device is pinned to what it runs: skipped'),
+  ROLLBACK_FAILED: entry(422, false, 'the device could not return to its previous bundle'),
+  ROLLOUT_CONFLICT: entry(409, false, 'devices already have an open rollout of this stream; supersede: true takes over those not started'),
+  ROLLOUT_PLAN_INVALID: entry(400, false, 'the rollout plan does not hold together; the message names the field'),
+  STARTED_IN_OTHER_ROLLOUT: entry(409, false, 'the device had started another rollout of the stream, which it finishes: skipped'),
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
