@@ -24,6 +24,10 @@ export const ERROR_CATALOGUE = {
   CURSOR_INVALID: entry(400, false, 'the list cursor was not issued by this server'),
   UNAUTHORIZED: entry(401, false, 'no credential, or one that is not accepted for this route'),
   FORBIDDEN: entry(403, false, 'the credential is valid but may not do this'),
+  TOKEN_EXPIRED: entry(401, false, 'the API token has expired; an admin must create a new one'),
+  TOKEN_REVOKED: entry(401, false, 'the API token was revoked'),
+  TOKEN_NOT_FOUND: entry(404, false, 'no API token has this id'),
+  LAST_ADMIN_TOKEN: entry(409, false, 'revoking this token would leave no usable admin token'),
   NOT_FOUND: entry(404, false, 'no route has this method and path'),
   REQUEST_TIMEOUT: entry(408, true, 'the client did not send the whole request in time'),
   PAYLOAD_TOO_LARGE: entry(413, false, 'the body is over the size limit for this route'),
@@ -31,6 +35,9 @@ export const ERROR_CATALOGUE = {
   UNSUPPORTED_MEDIA_TYPE: entry(415, false, 'the Content-Type is not one this route takes'),
   RANGE_NOT_SATISFIABLE: entry(416, false, 'the requested byte range lies outside the file'),
   HEADERS_TOO_LARGE: entry(431, false, 'the request line and headers are over the size limit'),
+  QUERY_TOO_LONG: entry(414, false, 'the query string is over the length limit'),
+  BODY_TOO_DEEP: entry(400, false, 'the JSON body nests objects or arrays deeper than the limit'),
+  RATE_LIMITED: entry(429, true, 'too many requests, or too many failed attempts, from this client; wait Retry-After seconds'),
   INTERNAL_ERROR: entry(500, true, 'an unexpected failure on the orchestrator; the log has the details'),
   DATA_DIR_LOCKED: entry(409, false, 'another orchestrator already serves this data dir; serve refuses to start'),
   STORAGE_FULL: entry(507, true, 'the orchestrator data dir has no space left; nothing was stored'),
@@ -152,6 +159,7 @@ export const ERROR_CATALOGUE = {
   TENSOR_INVALID: entry(400, false, 'a tensor does not fit its dtype and shape'),
   TENSOR_UNSUPPORTED: entry(422, false, 'a tensor dtype is not supported'),
   FAULT_INJECTED: entry(500, false, 'a test-only injected fault'),
+
   // --- the staged-rollout core (core/rollout-*.ts, already in main): command refusals, pause
   // reasons and member outcomes. Main's core raises these without catalogue entries; the lines
   // are the fleet branch's, word for word, so the catalogue test passes here. Keep one copy on merge.
