@@ -62,6 +62,7 @@ export const ERROR_CATALOGUE = {
   TENSOR_DATA_INVALID: entry(400, false, 'a tensor in the model has data that does not fit its type or shape'),
   PROTOBUF_DECODE: entry(400, false, 'the bytes are not valid protobuf'),
   BLOB_ID_INVALID: entry(400, false, 'a blob id is not a sha256 hex digest'),
+  BLOB_MISSING: entry(500, false, 'a file the database lists is missing from the blob store; the orchestrator log has the details'),
   DATASET_NOT_FOUND: entry(404, false, 'no dataset of this kind and id belongs to the model'),
   DATASET_INVALID: entry(400, false, 'the dataset is not an array edgepack can read'),
   DATASET_MISMATCH: entry(400, false, 'the dataset does not fit the model (dtype, rank, dims or sample count)'),

@@ -71,6 +71,8 @@ export function buildApp(given: AppDeps): FastifyInstance {
     reply.header('x-request-id', req.id);
   });
   app.addHook('onResponse', async (req, reply) => {
+    // Refusals by a rate limit come by the thousand; the limits log one summary line per interval for them.
+    if (reply.statusCode === 429) return;
     req.log.info({ method: req.method, url: req.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
   });
   // Before access control: the limits' own hooks (query length) and the guard access consults.
