@@ -101,6 +101,7 @@ export const ERROR_CATALOGUE = {
   FILE_NOT_IN_BUNDLE: entry(404, false, 'the bundle lists no file with this path or hash'),
   BUNDLE_NOT_ASSIGNED: entry(403, false, 'the bundle was never assigned to this device'),
   CHUNK_OUT_OF_RANGE: entry(416, false, 'the chunk index is past the last chunk of the file'),
+  CHUNK_REQUESTS_LIMITED: entry(429, true, 'the device already has as many chunks queued as it may; ask again when they arrive'),
   ROLLOUT_NOT_FOUND: entry(404, false, 'no rollout has this id'),
   ROLLOUT_NO_TARGETS: entry(400, false, 'the rollout target selects no device'),
   SUPERSEDED: entry(409, false, 'a newer rollout to the device replaced this action'),
