@@ -56,15 +56,15 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] },
   // A build interrupted by a crash cannot be resumed half-way; say so instead of leaving it running forever.
   for (const id of store.listUnfinishedBuildIds()) store.setBuildStatus(id, 'failed', 'orchestrator restarted during the build; start it again', now().toISOString());
 
-  const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now });
-  const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now });
+  const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now, ...(config.limits?.mqtt ? { limits: config.limits.mqtt } : {}) });
+  const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now, limits: broker.limits });
   const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, trust: { keyId: secrets.signing.keyId, roots: () => trust.roots } });
   gateway.rollouts = rollouts;
   const builds = new BuildQueue({ store, blobs, profiles, signing: secrets.signing, bundleTtlDays: config.bundleTtlDays, log, now });
 
   const app = buildApp({
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey, trustedRoot: () => trust.latest,
-    mqttPort: () => broker.port, rollouts, builds, now, logger: log,
+    mqttPort: () => broker.port, rollouts, builds, now, logger: log, ...(config.limits?.http ? { limits: config.limits.http } : {}),
     onDeviceRevoked: async (deviceId) => {
       rollouts.onDeviceRevoked(deviceId);
       await gateway.clearDesired(deviceId);

@@ -50,6 +50,8 @@ export async function testDeps(prefix: string): Promise<TestDeps> {
     store, blobs, profiles, config: { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' },
     adminToken: ADMIN_TOKEN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
     onDeviceRevoked: async () => undefined,
+    // Tests drive every request from one address; the failed-authentication limit has tests of its own.
+    limits: { authFailures: { maxFailures: 10_000, windowMs: 60_000, blockMs: 1000, maxBlockMs: 1000 } },
   };
   return {
     deps, dir, db, store, builds, published, clock,

@@ -82,6 +82,9 @@ before(async () => {
     store, blobs, profiles, config: { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' },
     adminToken: ADMIN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
     onDeviceRevoked: async (id) => { revoked.push(id); },
+    // This file checks which credentials are refused, dozens of times from one address; the
+    // failed-authentication limit that would soon answer 429 instead has its own tests.
+    limits: { authFailures: { maxFailures: 10_000, windowMs: 60_000, blockMs: 1000, maxBlockMs: 1000 } },
   };
   app = buildApp(deps);
   await app.ready();
