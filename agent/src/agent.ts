@@ -11,7 +11,7 @@ import { benchmarkInChild } from './benchmark.js';
 import { BundleSlots, sha256File, type ActiveRecord } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
 import { DeviceLink } from './device-link.js';
-import { noticeEndsTransfer } from './chunk-transfer.js';
+import { noticeRefusesTransfer, stalledAfterRefusal } from './chunk-transfer.js';
 import { answerOldDesired, classifyDesired, parseDesired } from './desired-check.js';
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from './device-reports.js';
 import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay } from './device-session.js';
@@ -183,11 +183,12 @@ export class Agent {
         const n = this.noticeValidator.parse(payload);
         if (!n.ok) return this.o.log.warn({ reason: n.reason }, 'invalid notice');
         const { code, message, bundleId } = n.value;
-        this.o.log.warn({ code, topic: n.value.topic, bundleId }, `orchestrator notice: ${message}`);
+        this.o.log.warn({ code, topic: n.value.topic, bundleId }, `orchestrator notice (unsigned, advisory): ${message}`);
         const dl = this.download;
-        // Only a refusal about this very transfer ends it; see noticeEndsTransfer.
-        // The code arrived over the wire: a newer orchestrator may send one this agent does not know.
-        if (dl && isErrorCode(code) && noticeEndsTransfer(n.value, dl.bundleId)) dl.fail(new StepError(code, message));
+        // Notices are unsigned: a refusal of this very transfer is only advice, which ends it if
+        // it also stalls (ChunkTransfer.advise). The code arrived over the wire: a newer
+        // orchestrator may send one this agent does not know.
+        if (dl && isErrorCode(code) && noticeRefusesTransfer(n.value, dl.bundleId)) dl.advise({ code, message });
         return;
       }
       // Anything else of this device's (e.g. telemetry acks) belongs to the device services.
@@ -224,6 +225,8 @@ export class Agent {
       this.o.log.info({ file: dl.file.path, reask: dl.reasks, of: maxAsks }, 'transfer stalled; asking again');
     } else if (check === 'exhausted') {
       dl.fail(new StepError('DOWNLOAD_STALLED', `no data for ${dl.file.path} of bundle ${dl.bundleId} after ${maxAsks} requests ${this.stallMs} ms apart`));
+    } else if (check === 'refused') {
+      dl.fail(new StepError('DOWNLOAD_STALLED', stalledAfterRefusal(dl, this.stallMs, dl.advisedRefusal!)));
     }
   }
 

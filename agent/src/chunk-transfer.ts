@@ -20,7 +20,13 @@ export interface ChunkSink {
 }
 
 /** What a stall check did; see `ChunkTransfer.checkStall`. */
-export type StallCheck = 'progressing' | 'reasked' | 'exhausted';
+export type StallCheck = 'progressing' | 'reasked' | 'exhausted' | 'refused';
+
+/** A refusal the broker relayed about this transfer; see `ChunkTransfer.advise`. */
+export interface AdvisedRefusal {
+  code: string;
+  message: string;
+}
 
 /**
  * Fetches one bundle file as MQTT chunks: asks for a window, takes chunks in any order and any
@@ -38,6 +44,8 @@ export class ChunkTransfer {
   /** Re-asks since a chunk last arrived; see `reask`. */
   private asksWithoutProgress = 0;
   private queue: Promise<void> = Promise.resolve();
+  /** The last refusal notice about this transfer since a chunk last arrived. */
+  private refusal: AdvisedRefusal | undefined;
 
   constructor(
     readonly bundleId: string,
@@ -99,7 +107,26 @@ export class ChunkTransfer {
    */
   checkStall(stallMs: number, maxAsks: number): StallCheck {
     if (this.stalledFor() <= stallMs) return 'progressing';
+    // Stalled, and the broker relayed a refusal for it: give up now instead of asking again.
+    if (this.refusal) return 'refused';
     return this.reask(maxAsks) ? 'reasked' : 'exhausted';
+  }
+
+  /**
+   * Takes a refusal notice about this transfer as advice, not as an order. Notices are not
+   * signed, so whoever holds the broker can send one; but whoever holds the broker can also
+   * just withhold the chunks, and a transfer that gets none stalls and fails anyway
+   * (DOWNLOAD_STALLED). So a notice may only shorten a stall: it ends the transfer at the next
+   * stall check, if by then no chunk has come; any chunk that arrives clears it. A transfer that
+   * is making progress is never ended by a notice.
+   */
+  advise(refusal: AdvisedRefusal): void {
+    if (this.done) this.refusal = { code: refusal.code, message: refusal.message };
+  }
+
+  /** The refusal `checkStall` answered 'refused' for. */
+  get advisedRefusal(): AdvisedRefusal | undefined {
+    return this.refusal;
   }
 
   get reasks(): number {
@@ -130,6 +157,7 @@ export class ChunkTransfer {
     this.early.set(header.index, bytes);
     this.lastProgress = Date.now();
     this.asksWithoutProgress = 0;
+    this.refusal = undefined;
     const first = this.next;
     const run: Buffer[] = [];
     while (this.early.has(this.next)) {
@@ -194,15 +222,23 @@ export class HashingChunkSink implements ChunkSink {
   }
 }
 
-/** Refusals that end the transfer they concern. */
-export const FATAL_NOTICES: readonly string[] = ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'];
+/** Refusals of a transfer: asking again will not help. */
+export const REFUSAL_NOTICES: readonly string[] = ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'];
 
 /**
- * Whether an orchestrator notice ends the transfer of `bundleId` in progress. A notice naming a
- * bundle only concerns that bundle's transfer; a late one about an earlier bundle must not fail
- * the current one. Unnamed notices: refusal codes only.
+ * Whether an orchestrator notice is a refusal of the transfer of `bundleId` in progress (and so
+ * may end it once it has stalled; see `ChunkTransfer.advise`). A notice naming a bundle only
+ * concerns that bundle's transfer; a late one about an earlier bundle is no refusal of the
+ * current one. Unnamed notices: refusal codes only. A server-side failure counts only when it
+ * names this bundle.
  */
-export function noticeEndsTransfer(notice: Pick<Notice, 'code' | 'bundleId'>, bundleId: string): boolean {
+export function noticeRefusesTransfer(notice: Pick<Notice, 'code' | 'bundleId'>, bundleId: string): boolean {
   if (notice.bundleId !== undefined && notice.bundleId !== bundleId) return false;
-  return FATAL_NOTICES.includes(notice.code) || (notice.code === 'INTERNAL_ERROR' && notice.bundleId === bundleId);
+  return REFUSAL_NOTICES.includes(notice.code) || ((notice.code === 'INTERNAL_ERROR' || notice.code === 'BLOB_MISSING') && notice.bundleId === bundleId);
+}
+
+/** Why a transfer that stalled after a relayed refusal failed: the device's own finding (it stalled), with what it was told. */
+export function stalledAfterRefusal(t: { file: BundleFile; bundleId: string }, stallMs: number, refusal: AdvisedRefusal): string {
+  return `no data for ${t.file.path} of bundle ${t.bundleId} for ${stallMs} ms after the broker relayed a refusal `
+    + `(${refusal.code}: ${refusal.message}); notices are unsigned, so one only ends a transfer that has stalled`;
 }

@@ -109,8 +109,21 @@ export class BlobStore {
     return { sha256, sizeBytes: bytes.byteLength };
   }
 
+  /**
+   * Opens a blob the database says exists. Its absence is damage on our side (a deleted or
+   * restored data dir), answered with our own code; the message names the blob, never the path.
+   */
+  private async openExisting(sha256: string) {
+    try {
+      return await open(this.path(sha256), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new EdgepackError('BLOB_MISSING', `blob ${sha256} is missing from the blob store`);
+      throw err;
+    }
+  }
+
   async readRange(sha256: string, offset: number, length: number): Promise<Buffer> {
-    const fh = await open(this.path(sha256), 'r');
+    const fh = await this.openExisting(sha256);
     try {
       const buf = Buffer.alloc(length);
       const { bytesRead } = await fh.read(buf, 0, length, offset);
@@ -122,5 +135,14 @@ export class BlobStore {
 
   stream(sha256: string, range?: { start: number; end: number }): Readable {
     return createReadStream(this.path(sha256), range);
+  }
+
+  /**
+   * A stream of a blob that is already open: a missing blob fails here, before an answer has
+   * started, instead of as a stream error half-way through one.
+   */
+  async openStream(sha256: string, range?: { start: number; end: number }): Promise<Readable> {
+    const fh = await this.openExisting(sha256);
+    return fh.createReadStream(range ? { start: range.start, end: range.end } : {});
   }
 }

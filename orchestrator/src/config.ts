@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
+import { DEFAULT_LIMITS, type LimitOverrides } from './limits.js';
 import { LOG_LEVELS } from './logger.js';
 
 export interface ServerConfig {
@@ -16,9 +17,11 @@ export interface ServerConfig {
   offlineAfterSec: number;
   bundleTtlDays: number;
   enrollmentTokenTtlSec: number;
-  /** How long telemetry is kept: raw windows (hours), 10-minute and 1-hour roll-ups (days). */
-  telemetryRetention: { rawHours: number; tenMinDays: number; hourDays: number };
+  /** How long telemetry is kept: raw windows (hours), 10-minute and 1-hour roll-ups (days); absent: 48 h, 30 d, 400 d. */
+  telemetryRetention?: { rawHours: number; tenMinDays: number; hourDays: number };
   logLevel: string;
+  /** Limits on the two doors over their defaults (limits.ts); the flags set the most asked-for ones. */
+  limits?: LimitOverrides;
 }
 
 export const SERVE_HELP = `usage: edgepack serve [options]
@@ -36,6 +39,8 @@ export const SERVE_HELP = `usage: edgepack serve [options]
   --telemetry-10m-days N   keep 10-minute telemetry roll-ups N days (env EDGEPACK_TELEMETRY_10M_DAYS, default 30)
   --telemetry-1h-days N    keep 1-hour telemetry roll-ups N days    (env EDGEPACK_TELEMETRY_1H_DAYS, default 400)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent   (env EDGEPACK_LOG_LEVEL, default info)
+  --enroll-per-min N    enrollments per client IP per minute       (env EDGEPACK_ENROLL_PER_MIN, default 120)
+  --api-per-min N       API requests per token per minute          (env EDGEPACK_API_PER_MIN, default 3000)
 `;
 
 export class ConfigError extends Error {
@@ -60,7 +65,7 @@ function level(name: string, value: string): string {
 }
 
 /** Each coarser table must outlive the finer one, or a range would fall between them. */
-function telemetryRetention(rawHours: number, tenMinDays: number, hourDays: number): ServerConfig['telemetryRetention'] {
+function telemetryRetention(rawHours: number, tenMinDays: number, hourDays: number): NonNullable<ServerConfig['telemetryRetention']> {
   if (tenMinDays * 24 < rawHours) throw new ConfigError(`--telemetry-10m-days (${tenMinDays}) must keep roll-ups at least as long as --telemetry-raw-hours (${rawHours} h) keeps raw windows`);
   if (hourDays < tenMinDays) throw new ConfigError(`--telemetry-1h-days (${hourDays}) must be at least --telemetry-10m-days (${tenMinDays})`);
   return { rawHours, tenMinDays, hourDays };
@@ -74,7 +79,7 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
       'data-dir': { type: 'string' }, 'http-host': { type: 'string' }, 'http-port': { type: 'string' },
       'mqtt-host': { type: 'string' }, 'mqtt-port': { type: 'string' }, 'public-host': { type: 'string' },
       'max-model-mb': { type: 'string' }, 'heartbeat-sec': { type: 'string' }, 'offline-after-sec': { type: 'string' },
-      'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'log-level': { type: 'string' }, 'enroll-per-min': { type: 'string' }, 'api-per-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       'telemetry-raw-hours': { type: 'string' }, 'telemetry-10m-days': { type: 'string' }, 'telemetry-1h-days': { type: 'string' },
     },
     strict: true,
@@ -100,5 +105,11 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
       positive('--telemetry-1h-days', pick('telemetry-1h-days', 'EDGEPACK_TELEMETRY_1H_DAYS', '400')),
     ),
     logLevel: level('--log-level', pick('log-level', 'EDGEPACK_LOG_LEVEL', 'info')),
+    limits: {
+      http: {
+        enrollPerMinute: Math.ceil(positive('--enroll-per-min', pick('enroll-per-min', 'EDGEPACK_ENROLL_PER_MIN', String(DEFAULT_LIMITS.http.enrollPerMinute)))),
+        requestsPerMinutePerToken: Math.ceil(positive('--api-per-min', pick('api-per-min', 'EDGEPACK_API_PER_MIN', String(DEFAULT_LIMITS.http.requestsPerMinutePerToken)))),
+      },
+    },
   };
 }

@@ -17,6 +17,7 @@ import { startBroker } from './mqtt/broker.js';
 import { DeviceGateway } from './mqtt/device-gateway.js';
 import { RolloutService } from './rollout-service.js';
 import type { TelemetryIngestOptions } from './telemetry/ingest.js';
+import { DEFAULT_RETENTION } from './telemetry/rollups.js';
 import { createTelemetry, type Telemetry } from './telemetry/wiring.js';
 import { loadTrustChain } from './trust-chain.js';
 
@@ -53,15 +54,15 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
 
   const db = openDatabase(join(config.dataDir, 'edgepack.db'));
   const store = new Store(db);
-  const telemetry = createTelemetry({ db, devices: store, log, now, retention: config.telemetryRetention, ...(opts.telemetry ? { ingest: opts.telemetry } : {}) });
+  const telemetry = createTelemetry({ db, devices: store, log, now, retention: config.telemetryRetention ?? DEFAULT_RETENTION, ...(opts.telemetry ? { ingest: opts.telemetry } : {}) });
   const blobs = new BlobStore(join(config.dataDir, 'blobs'));
   await blobs.init();
 
   // A build interrupted by a crash cannot be resumed half-way; say so instead of leaving it running forever.
   for (const id of store.listUnfinishedBuildIds()) store.setBuildStatus(id, 'failed', 'orchestrator restarted during the build; start it again', now().toISOString());
 
-  const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now });
-  const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now });
+  const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now, ...(config.limits?.mqtt ? { limits: config.limits.mqtt } : {}) });
+  const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now, limits: broker.limits });
   const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, trust: { keyId: secrets.signing.keyId, roots: () => trust.roots } });
   gateway.rollouts = rollouts;
   gateway.telemetry = telemetry.connect(broker.aedes);
@@ -69,7 +70,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
 
   const app = buildApp({
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey, trustedRoot: () => trust.latest,
-    mqttPort: () => broker.port, rollouts, builds, now, logger: log, health: telemetry.health, metrics: telemetry.metrics,
+    mqttPort: () => broker.port, rollouts, builds, now, logger: log, health: telemetry.health, metrics: telemetry.metrics, ...(config.limits?.http ? { limits: config.limits.http } : {}),
     onDeviceRevoked: async (deviceId) => {
       rollouts.onDeviceRevoked(deviceId);
       await gateway.clearDesired(deviceId);

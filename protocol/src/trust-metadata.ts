@@ -56,7 +56,8 @@ export const RootSignedSchema = Type.Object({
   version: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
   /** ISO 8601 UTC, e.g. 2026-01-01T00:00:00.000Z; after it the root (and so every delegation in it) is dead. */
   expires: Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,3})?Z$' }),
-  keys: Type.Record(Type.String({ pattern: KEY_ID_PATTERN }), TrustKeySchema),
+  // Closed: a name that is not a key id would otherwise pass with any value at all (found by the fuzz run).
+  keys: Type.Record(Type.String({ pattern: KEY_ID_PATTERN }), TrustKeySchema, { additionalProperties: false }),
   roles: Type.Object({ root: RoleSchema, bundles: RoleSchema }),
 });
 export type RootSigned = Static<typeof RootSignedSchema>;

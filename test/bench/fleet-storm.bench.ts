@@ -15,6 +15,9 @@ import { performance } from 'node:perf_hooks';
 import { startOrchestrator, tempDir, type Orchestrator } from '../support/processes.js';
 import { startSim, type SimProc } from '../support/sim.js';
 
+/** The storm enrolls a thousand devices from one address with one admin token: the per-IP and per-token defaults are for real fleets. */
+const STORM_LIMITS = ['--enroll-per-min', '1000000', '--api-per-min', '1000000'];
+
 const quantile = (xs: number[], q: number) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -150,7 +153,7 @@ export async function run(): Promise<void> {
   const dir = await tempDir('bench-storm');
   const orchDir = join(dir.path, 'o');
   const simDir = join(dir.path, 'sim');
-  let orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30']);
+  let orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30', ...STORM_LIMITS]);
   let sim: SimProc | undefined;
   let mosquitto: Awaited<ReturnType<typeof startMosquitto>> = null;
   try {
@@ -167,7 +170,7 @@ export async function run(): Promise<void> {
     //    with a dashboard polling GET /v1/devices.
     const storm = async (poll: boolean, nodeArgs: string[] = []) => {
       await orch.stop();
-      orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30'], { nodeArgs });
+      orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30', ...STORM_LIMITS], { nodeArgs });
       const idle = poll ? await pollApi(orch, new Promise((r) => setTimeout(r, 2000))) : [];
       const s0 = performance.now();
       let readyAt = 0;

@@ -52,6 +52,8 @@ export async function testDeps(prefix: string): Promise<TestDeps> {
     adminToken: ADMIN_TOKEN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
     onDeviceRevoked: async () => undefined,
     ...telemetryAppDeps(db, store, now),
+    // Tests drive every request from one address; the failed-authentication limit has tests of its own.
+    limits: { authFailures: { maxFailures: 10_000, windowMs: 60_000, blockMs: 1000, maxBlockMs: 1000 } },
   };
   return {
     deps, dir, db, store, builds, published, clock,

@@ -3,11 +3,11 @@
 // Nothing here benchmarks: every bundle stays in `downloading`, which is all these need.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  DeviceTopic, type DeviceTopicKind, MANIFEST_SCHEMA_ID, PROTOCOL_VERSION, deviceTopic, generateKeyPair, keyId, signCanonical, signDesired,
+  CHUNK_SIZE, DeviceTopic, type DeviceTopicKind, MANIFEST_SCHEMA_ID, PROTOCOL_VERSION, deviceTopic, encodeChunkFrame, generateKeyPair, keyId, signCanonical, signDesired,
   type DesiredState, type Manifest, type StatusReport,
 } from '@edgepack/protocol';
 import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js';
@@ -29,7 +29,7 @@ interface Harness {
   dataDir: string;
   logs: { level: string; msg: string; obj: Record<string, unknown> }[];
   reports: StatusReport[];
-  chunkRequests: { bundleId: string; index: number; count: number }[];
+  chunkRequests: { bundleId: string; sha256: string; index: number; count: number }[];
   send: (kind: DeviceTopicKind, payload: object | Buffer) => Promise<void>;
 }
 
@@ -161,22 +161,26 @@ test('a download that gets no answer fails with DOWNLOAD_STALLED after the confi
   assert.equal(h.chunkRequests.filter((c) => c.bundleId === 'bdl_stall').length, 3);
 });
 
-test('a notice only fails the download it names; INTERNAL_ERROR for the current bundle fails it', async () => {
-  const h = await harness({ stallMs: 60_000 });
+test('an unsigned refusal notice ends only the transfer it names, and only once that transfer has stalled', async () => {
+  // A stall alone would take 100 re-asks; the notice cuts that short to one stall.
+  const h = await harness({ stallMs: 300, maxStallAsks: 100 });
   await h.send(DeviceTopic.desired, desired(1, 'rol_n', 'bdl_current'));
   await until('download asked', async () => h.chunkRequests.some((c) => c.bundleId === 'bdl_current'), 5000, 20);
   // A late refusal about some other bundle, then a server error about this one.
   await h.send(DeviceTopic.notice, { v: PROTOCOL_VERSION, code: 'BUNDLE_NOT_ASSIGNED', message: 'bundle bdl_other is not assigned', bundleId: 'bdl_other' });
-  await h.send(DeviceTopic.notice, { v: PROTOCOL_VERSION, code: 'INTERNAL_ERROR', message: 'could not read blob', bundleId: 'bdl_current' });
+  await h.send(DeviceTopic.notice, { v: PROTOCOL_VERSION, code: 'INTERNAL_ERROR', message: 'could not read bundle bdl_current', bundleId: 'bdl_current' });
   const r = await until('failure reported', async () => {
     const x = lastReport(h, 'rol_n');
     return x?.state === 'failed' && x;
   }, 5000, 20);
-  assert.equal(r.code, 'INTERNAL_ERROR');
+  // The device reports what it saw itself (the transfer stalled), with what the broker told it.
+  assert.equal(r.code, 'DOWNLOAD_STALLED');
+  assert.match(r.reason!, /INTERNAL_ERROR: could not read bundle bdl_current/);
+  assert.ok(h.chunkRequests.filter((c) => c.bundleId === 'bdl_current').length < 5, 'ended after a stall, not after every re-ask');
 });
 
-test('a notice without a bundle id keeps failing the current download on a refusal code', async () => {
-  const h = await harness({ stallMs: 60_000 });
+test('an unsigned notice without a bundle id, with a refusal code, ends the current transfer once it stalls', async () => {
+  const h = await harness({ stallMs: 300, maxStallAsks: 100 });
   await h.send(DeviceTopic.desired, desired(1, 'rol_plain', 'bdl_plain'));
   await until('download asked', async () => h.chunkRequests.some((c) => c.bundleId === 'bdl_plain'), 5000, 20);
   await h.send(DeviceTopic.notice, { v: PROTOCOL_VERSION, code: 'BUNDLE_NOT_ASSIGNED', message: 'not assigned' });
@@ -184,5 +188,32 @@ test('a notice without a bundle id keeps failing the current download on a refus
     const x = lastReport(h, 'rol_plain');
     return x?.state === 'failed' && x;
   }, 5000, 20);
-  assert.equal(r.code, 'BUNDLE_NOT_ASSIGNED');
+  assert.equal(r.code, 'DOWNLOAD_STALLED');
+  assert.match(r.reason!, /BUNDLE_NOT_ASSIGNED/);
 });
+
+test('finding 6: a forged refusal notice from whoever holds the broker does not end a transfer that is making progress', async () => {
+  const h = await harness({ stallMs: 400, maxStallAsks: 100 });
+  // A bundle whose model file is real bytes, four chunks long, so the test can feed it.
+  const model = randomBytes(4 * CHUNK_SIZE - 1000);
+  const b = bundle('bdl_fed');
+  b.manifest.files[0] = { path: 'model.onnx', role: 'model', sha256: sha(model), length: model.length };
+  b.signature = signCanonical(b.manifest, ORCH.secretKey);
+  await h.send(DeviceTopic.desired, signDesired({ v: PROTOCOL_VERSION, deviceId: DEVICE_ID, seq: 1, rolloutId: 'rol_fed', bundle: b, issuedAt: new Date().toISOString() }, ORCH.secretKey));
+  await until('download asked', async () => h.chunkRequests.some((c) => c.bundleId === 'bdl_fed'), 5000, 20);
+  const chunk = (i: number) => encodeChunkFrame({ bundleId: 'bdl_fed', sha256: sha(model), index: i, fileLength: model.length, bytes: model.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE) });
+  await h.send(DeviceTopic.chunk, chunk(0));
+  for (let i = 1; i < 4; i++) {
+    // The forged refusals, each followed by a pause shorter than a stall, then the next chunk.
+    await h.send(DeviceTopic.notice, { v: PROTOCOL_VERSION, code: 'BUNDLE_NOT_ASSIGNED', message: 'forged', bundleId: 'bdl_fed' });
+    await h.send(DeviceTopic.notice, { v: PROTOCOL_VERSION, code: 'CHUNK_OUT_OF_RANGE', message: 'forged' });
+    await new Promise((r) => setTimeout(r, 250));
+    await h.send(DeviceTopic.chunk, chunk(i));
+  }
+  // The model file is in: the agent goes on to the golden file.
+  const golden = b.manifest.files[1]!.sha256;
+  await until('the next file asked for', async () => h.chunkRequests.some((c) => c.sha256 === golden), 5000, 20);
+  assert.equal(h.reports.some((r) => r.rolloutId === 'rol_fed' && r.state === 'failed'), false, 'no failure was reported');
+  assert.ok(h.logs.some((l) => l.level === 'warn' && /notice \(unsigned, advisory\): forged/.test(l.msg)), 'the notices were logged');
+});
+

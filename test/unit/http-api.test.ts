@@ -84,6 +84,9 @@ before(async () => {
     adminToken: ADMIN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
     onDeviceRevoked: async (id) => { revoked.push(id); },
     ...telemetryAppDeps(db, store, now),
+    // This file checks which credentials are refused, dozens of times from one address; the
+    // failed-authentication limit that would soon answer 429 instead has its own tests.
+    limits: { authFailures: { maxFailures: 10_000, windowMs: 60_000, blockMs: 1000, maxBlockMs: 1000 } },
   };
   app = buildApp(deps);
   await app.ready();

@@ -264,6 +264,7 @@ const NOT_FOUND_CALLS: Record<string, { query?: string; body?: unknown; octet?: 
   'GET /v1/rollouts/{id}': {},
   'GET /v1/bundles/{id}': {},
   'GET /v1/bundles/{id}/files/{path}': {},
+  'DELETE /v1/tokens/{id}': {},
 };
 
 test('every route that names a resource answers 404 with a *_NOT_FOUND code it documents', async () => {

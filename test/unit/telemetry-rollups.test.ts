@@ -214,7 +214,7 @@ test('retention is set by serve flags or env (flags win), and a coarser table mu
   assert.deepEqual(e.telemetryRetention, { rawHours: 12, tenMinDays: 7, hourDays: 90 });
   const f = parseServeConfig([...base, '--telemetry-raw-hours', '6'], env);
   assert.ok(f !== 'help');
-  assert.equal(f.telemetryRetention.rawHours, 6);
+  assert.equal(f.telemetryRetention?.rawHours, 6);
   assert.throws(() => parseServeConfig([...base, '--telemetry-raw-hours', '0'], {}), /--telemetry-raw-hours must be a positive number/);
   assert.throws(() => parseServeConfig([...base, '--telemetry-10m-days', '1', '--telemetry-raw-hours', '48'], {}), /--telemetry-10m-days \(1\) must keep roll-ups at least as long as --telemetry-raw-hours/);
   assert.throws(() => parseServeConfig([...base, '--telemetry-1h-days', '10'], {}), /--telemetry-1h-days \(10\) must be at least --telemetry-10m-days \(30\)/);

@@ -5,7 +5,7 @@ import {
   type SignedManifest, type SignedRoot, type TrustVerifier, type Validator,
 } from '@edgepack/protocol';
 import { RECENT_LIMIT } from '../agent-state.js';
-import { ChunkTransfer, HashingChunkSink, noticeEndsTransfer } from '../chunk-transfer.js';
+import { ChunkTransfer, HashingChunkSink, noticeRefusesTransfer, stalledAfterRefusal } from '../chunk-transfer.js';
 import { answerOldDesired, classifyDesired, parseDesired } from '../desired-check.js';
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from '../device-reports.js';
 import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay } from '../device-session.js';
@@ -212,7 +212,8 @@ export class SimDevice {
         if (!n.ok) return this.ctx.log.warn({ deviceId: this.id, reason: n.reason }, 'invalid notice');
         this.ctx.log.debug({ deviceId: this.id, code: n.value.code, bundleId: n.value.bundleId }, `orchestrator notice: ${n.value.message}`);
         const t = this.transfer;
-        if (t && noticeEndsTransfer(n.value, t.bundleId)) t.fail(new StepError(n.value.code, n.value.message));
+        // Advice only, as for the agent: it ends the transfer if the transfer also stalls.
+        if (t && noticeRefusesTransfer(n.value, t.bundleId)) t.advise(n.value);
       }
     } catch (err) {
       this.ctx.log.error({ deviceId: this.id, topic, err: errorMessage(err) }, 'message handler failed');
@@ -229,6 +230,8 @@ export class SimDevice {
     const check = t.checkStall(stallMs, maxStallAsks);
     if (check === 'exhausted') {
       t.fail(new StepError('DOWNLOAD_STALLED', `no data for ${t.file.path} of bundle ${t.bundleId} after ${maxStallAsks} requests ${stallMs} ms apart`));
+    } else if (check === 'refused') {
+      t.fail(new StepError('DOWNLOAD_STALLED', stalledAfterRefusal(t, stallMs, t.advisedRefusal!)));
     }
   }
 

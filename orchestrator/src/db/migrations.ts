@@ -241,4 +241,44 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       INSERT INTO telemetry_state (key, value) VALUES ('rolled_through_id', 0);
     `,
   },
+  {
+    version: 8,
+    name: 'api tokens and the audit log',
+    // Tokens are stored as the sha256 of a high-entropy secret (never the secret); a device
+    // token names its device. The audit log records every mutating API call, failed ones too.
+    sql: `
+      CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer', 'device')),
+        device_id TEXT,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        expires_at TEXT,
+        last_used_at TEXT,
+        revoked_at TEXT,
+        CHECK ((role = 'device') = (device_id IS NOT NULL))
+      );
+      CREATE INDEX api_tokens_by_created ON api_tokens(created_at, id);
+      CREATE TABLE audit_log (
+        id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor_kind TEXT NOT NULL,
+        actor_id TEXT,
+        actor_name TEXT,
+        actor_role TEXT,
+        method TEXT NOT NULL,
+        route TEXT NOT NULL,
+        target_id TEXT,
+        status INTEGER NOT NULL,
+        error_code TEXT,
+        request_id TEXT NOT NULL,
+        ip TEXT
+      );
+      CREATE INDEX audit_by_at ON audit_log(at, id);
+      CREATE INDEX audit_by_actor ON audit_log(actor_id, at, id);
+      CREATE INDEX audit_by_target ON audit_log(target_id, at, id);
+    `,
+  },
 ];

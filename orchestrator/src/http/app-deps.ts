@@ -1,8 +1,11 @@
 import type { Profile } from '@edgepack/firmware-profiles';
+import type { ApiTokens } from '../api-tokens.js';
+import type { AuditLog } from '../audit-log.js';
 import type { BlobStore } from '../blob-store.js';
 import type { BuildQueue } from '../build/build-queue.js';
 import type { ServerConfig } from '../config.js';
 import type { Store } from '../db/store.js';
+import type { LimitOverrides, Limits } from '../limits.js';
 import type { Logger } from '../logger.js';
 import type { RolloutService } from '../rollout-service.js';
 import type { HealthService } from '../telemetry/health-service.js';
@@ -16,6 +19,7 @@ export interface AppDeps {
   blobs: BlobStore;
   profiles: readonly Profile[];
   config: Pick<ServerConfig, 'maxModelBytes' | 'heartbeatSec' | 'enrollmentTokenTtlSec' | 'publicHost'>;
+  /** The secret of <data-dir>/admin-token: registered as an admin row of the token table. */
   adminToken: string;
   signingPublicKey: string;
   /** The root a device pins at enrollment (trust-chain.ts); absent in tests that do not enroll through the chain. */
@@ -31,9 +35,21 @@ export interface AppDeps {
   now: () => Date;
   /** The orchestrator's logger; Fastify logs through it (a silent one when absent, as in most tests). */
   logger?: Logger;
+  /** The token table and the audit log; made over `store`'s database when absent. */
+  tokens?: ApiTokens;
+  audit?: AuditLog;
+  /** Limits on the HTTP door, over the defaults (limits.ts). */
+  limits?: LimitOverrides['http'];
+}
+
+/** AppDeps with everything buildApp fills in. */
+export interface ResolvedAppDeps extends AppDeps {
+  tokens: ApiTokens;
+  audit: AuditLog;
+  limits: Limits['http'];
 }
 
 /** The options every route plugin is registered with. */
 export interface RoutePluginOptions {
-  deps: AppDeps;
+  deps: ResolvedAppDeps;
 }

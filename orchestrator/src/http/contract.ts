@@ -20,9 +20,10 @@ const NoQuery = StrictObject({});
 
 /** The codes every route can answer with, given what it takes and who may call it. */
 export function commonErrors(method: string, access: readonly Audience[], hasBody: boolean): ErrorCode[] {
-  const codes: ErrorCode[] = ['VALIDATION_FAILED', 'INTERNAL_ERROR'];
-  if (!access.includes('public')) codes.push('UNAUTHORIZED', 'FORBIDDEN');
-  if (hasBody) codes.push('BODY_INVALID', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE');
+  const codes: ErrorCode[] = ['VALIDATION_FAILED', 'INTERNAL_ERROR', 'QUERY_TOO_LONG'];
+  // Authenticated routes also answer the token table's refusals and the per-token and failed-authentication limits.
+  if (!access.includes('public')) codes.push('UNAUTHORIZED', 'FORBIDDEN', 'TOKEN_EXPIRED', 'TOKEN_REVOKED', 'RATE_LIMITED');
+  if (hasBody) codes.push('BODY_INVALID', 'BODY_TOO_DEEP', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE');
   if (method !== 'GET' && method !== 'HEAD') codes.push('STORAGE_FULL');
   return codes;
 }

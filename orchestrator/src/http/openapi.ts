@@ -62,11 +62,12 @@ export function registerOpenApi(app: FastifyInstance): void {
       tags: [
         { name: 'fleet', description: 'enrollment and devices' }, { name: 'models', description: 'models and their datasets' },
         { name: 'builds', description: 'one signed bundle per profile' }, { name: 'rollouts', description: 'bundles to devices' },
-        { name: 'bundles', description: 'signed manifests and files' }, { name: 'health', description: 'liveness' },
+        { name: 'bundles', description: 'signed manifests and files' }, { name: 'access', description: 'API tokens and the audit log' },
+        { name: 'health', description: 'liveness' },
       ],
       components: {
         securitySchemes: {
-          bearerToken: { type: 'http', scheme: 'bearer', description: 'an API token; today the admin token the orchestrator writes to <data-dir>/admin-token' },
+          bearerToken: { type: 'http', scheme: 'bearer', description: 'an API token of a role (POST /v1/tokens); the first start writes an admin token to <data-dir>/admin-token' },
           deviceCredential: {
             type: 'apiKey', in: 'header', name: 'Authorization',
             description: '`Device <deviceId>:<timestamp>.<signature>`: an ed25519 signature by the device key, minutes old at most',

@@ -1,71 +1,137 @@
 import { createServer, type Server } from 'node:net';
-import { guardSocket } from './packet-size-guard.js';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
-import { checkDeviceCredential, isValidDeviceId } from '@edgepack/protocol';
+import { checkDeviceCredential, generateKeyPair, isValidDeviceId } from '@edgepack/protocol';
+import { FailureThrottle } from '../core/failure-throttle.js';
 import { canPublish, canSubscribe } from '../core/mqtt-acl.js';
 import type { Store } from '../db/store.js';
+import { resolveLimits, type MqttLimits } from '../limits.js';
+import { LogDigest } from '../log-digest.js';
 import type { Logger } from '../logger.js';
+import { GuardedConnection } from './packet-size-guard.js';
 
 export interface Broker {
   aedes: Aedes;
   server: Server;
   port: number;
+  limits: MqttLimits;
   close(): Promise<void>;
 }
 
-/** Devices send small JSON reports; nothing legitimate comes near this. */
-const MAX_INBOUND_PACKET_BYTES = 4 * 1024 * 1024;
-const MAX_CONNECTIONS = 10_000;
+/**
+ * MQTT 3.1.1 §3.2.2.3: 4 is "bad user name or password". Every refused credential answers it —
+ * an unknown device id, a revoked one, a client id that is not the device id, a bad or stale
+ * signature, a client blocked after failing too often — so the answer never tells whether a
+ * device id exists (it used to: 2 for a known id with a wrong client id, 4 for an unknown one).
+ * The log keeps the real reason.
+ */
+const REFUSED = 4;
+/** §3.2.2.3: 3 is "server unavailable": our fault, not the client's. */
+const UNAVAILABLE = 3;
 
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
 
+/** The client's IP, as the guarded connection saw it. */
+function remoteOf(client: Client): string {
+  const conn = (client as unknown as { conn?: unknown }).conn;
+  return (conn instanceof GuardedConnection ? conn.remoteAddress : undefined) ?? 'unknown';
+}
+
 /**
  * The embedded Aedes broker. Each hook handles one packet kind; the rules themselves are pure
- * functions in core/mqtt-acl.ts.
+ * functions in core/mqtt-acl.ts, the limits are in limits.ts.
  */
-export async function startBroker(opts: { store: Store; log: Logger; host: string; port: number; now: () => Date }): Promise<Broker> {
+export async function startBroker(opts: {
+  store: Store; log: Logger; host: string; port: number; now: () => Date; limits?: Partial<MqttLimits>;
+}): Promise<Broker> {
   const { store, log, now } = opts;
+  const limits = resolveLimits({ mqtt: opts.limits ?? {} }).mqtt;
+  const digest = new LogDigest(log, limits.logDigestMs);
+  const failures = new FailureThrottle(limits.authFailures);
+  // An unknown device id is checked against this key, so it costs what a known one costs and its
+  // refusal comes no sooner: timing tells nothing about which ids exist either.
+  const decoy = generateKeyPair().publicKey;
+
   const aedes = await Aedes.createBroker({
-    // CONNECT (MQTT 3.1.1 §3.1): username is the device id, password its signed credential.
-    // The client id must equal the device id so persistent sessions (§3.1.2.4) belong to it.
+    // §3.1.4: a connection that sends no CONNECT in time is closed.
+    connectTimeout: limits.connectTimeoutMs,
+    maxTopicLevels: limits.maxTopicLevels,
+    // QoS 2 messages a client has sent and not yet released (PUBREL): bounded per client.
+    maxInflightInbound: limits.maxInflightInbound,
+    // A client that stops reading: its writes never wait (GuardedConnection), so this stays a backstop.
+    drainTimeout: limits.queueStallMs,
+    // CONNECT (§3.1.2.10): Keep Alive is the client's longest silence. 0 ("no keepalive") or
+    // more than the ceiling would let a dead or silent client hold its socket indefinitely, so
+    // the broker holds every client to the ceiling instead: it closes a connection silent for
+    // 1.5 × the ceiling, as §3.1.2.10 has it for the client's own value. Clamped, not refused:
+    // MQTT 3.1.1 has no CONNACK code for it, and a conforming client loses nothing.
+    preConnect(_client, packet, done) {
+      if (!packet.keepalive || packet.keepalive > limits.maxKeepaliveSec) packet.keepalive = limits.maxKeepaliveSec;
+      done(null, true);
+    },
+    // CONNECT (§3.1): username is the device id, password its signed credential. The client id
+    // must equal the device id so persistent sessions (§3.1.2.4) belong to it.
     authenticate(client: Client, username, password, done) {
       const deviceId = username ?? '';
+      const ip = remoteOf(client);
+      const at = now().getTime();
+      const refuse = (reason: string, kind: string) => {
+        digest.note(`mqtt-auth:${kind}`, `mqtt connect refused: ${reason}`, { kind }, ip);
+        failures.fail(`ip:${ip}`, at);
+        // Backoff per device id: a refusal for an id that keeps failing (from anywhere) is held
+        // back, so guessing at one device is slow even from many addresses. A good credential
+        // is never held back: the device itself connects at once.
+        const dev = failures.check(`dev:${deviceId}`, at);
+        failures.fail(`dev:${deviceId}`, at);
+        const delay = dev.blocked ? Math.min(dev.retryAfterMs, limits.maxRefusalDelayMs) : 0;
+        if (delay > 0) setTimeout(() => done(authError('not authorized', REFUSED), false), delay).unref();
+        else done(authError('not authorized', REFUSED), false);
+      };
+      // A client IP that failed too often is refused before anything is checked.
+      const blocked = failures.check(`ip:${ip}`, at);
+      if (blocked.blocked) {
+        digest.note('mqtt-auth:blocked', 'mqtt connect refused: client blocked after repeated failed authentication', { retryAfterMs: blocked.retryAfterMs }, ip);
+        return done(authError('not authorized', REFUSED), false);
+      }
       let device;
       try {
         device = isValidDeviceId(deviceId) ? store.getDevice(deviceId) : undefined;
       } catch (err) {
         log.error({ deviceId, err }, 'mqtt connect: device lookup failed');
-        return done(authError('server unavailable', 3), false);
+        return done(authError('server unavailable', UNAVAILABLE), false);
       }
-      if (!device || device.revokedAt) {
-        log.warn({ clientId: client.id, username: deviceId }, 'mqtt connect refused: unknown or revoked device');
-        return done(authError('unknown or revoked device', 4), false);
-      }
-      if (client.id !== deviceId) return done(authError(`client id must be the device id ${deviceId}`, 2), false);
-      const check = checkDeviceCredential(deviceId, password?.toString('utf8') ?? '', device.publicKey, now(), 'mqtt');
-      if (!check.ok) {
-        log.warn({ deviceId, code: check.code }, `mqtt connect refused: ${check.reason}`);
-        return done(authError(check.reason, 4), false);
-      }
+      const check = checkDeviceCredential(deviceId, password?.toString('utf8') ?? '', device?.publicKey ?? decoy, now(), 'mqtt');
+      if (!device) return refuse('unknown device', 'unknown-device');
+      if (device.revokedAt) return refuse('revoked device', 'revoked-device');
+      if (!check.ok) return refuse(check.reason, 'bad-credential');
+      if (client.id !== deviceId) return refuse('client id is not the device id', 'client-id-mismatch');
+      failures.succeed(`dev:${deviceId}`);
       done(null, true);
     },
     // PUBLISH (§3.3): also covers the will message the broker publishes for the client.
     authorizePublish(client, packet, done) {
       if (!client) return done(null);
+      if (packet.topic.length > limits.maxTopicLength) {
+        digest.note('mqtt-topic-long', 'publish refused: topic over the length limit', { length: packet.topic.length, limit: limits.maxTopicLength }, client.id);
+        return done(new Error(`topic over ${limits.maxTopicLength} characters`));
+      }
       const d = canPublish(client.id, packet.topic);
       if (!d.allow) {
-        log.warn({ deviceId: client.id, topic: packet.topic }, `publish refused: ${d.reason}`);
+        log.warn({ deviceId: client.id, topic: packet.topic.slice(0, 200) }, `publish refused: ${d.reason}`);
         return done(new Error(d.reason));
       }
       done(null);
     },
     // SUBSCRIBE (§3.8): a refused filter gets return code 0x80 in the SUBACK (§3.9.3).
     authorizeSubscribe(client, sub, done) {
+      if (sub.topic.length > limits.maxTopicLength) {
+        digest.note('mqtt-filter-long', 'subscribe refused: filter over the length limit', { length: sub.topic.length, limit: limits.maxTopicLength }, client.id);
+        return done(null, null);
+      }
       const d = canSubscribe(client.id, sub.topic);
       if (!d.allow) {
-        log.warn({ deviceId: client.id, topic: sub.topic }, `subscribe refused: ${d.reason}`);
+        log.warn({ deviceId: client.id, topic: sub.topic.slice(0, 200) }, `subscribe refused: ${d.reason}`);
         return done(null, null);
       }
       done(null, sub);
@@ -76,12 +142,14 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
 
   const server = createServer((socket) => {
     socket.setNoDelay(true);
-    aedes.handle(guardSocket(socket, MAX_INBOUND_PACKET_BYTES, (reason) => {
-      log.warn({ remote: socket.remoteAddress }, `mqtt connection dropped: ${reason}`);
+    aedes.handle(new GuardedConnection(socket, {
+      maxPacketBytes: limits.maxPacketBytes,
+      maxQueuedBytes: limits.maxQueuedBytes,
+      onRefused: (reason) => log.warn({ remote: socket.remoteAddress }, `mqtt connection dropped: ${reason}`),
     }));
   });
   // Bounds the sockets an unauthenticated crowd can hold open at once.
-  server.maxConnections = MAX_CONNECTIONS;
+  server.maxConnections = limits.maxConnections;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve(); });
@@ -92,8 +160,10 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
     aedes,
     server,
     port,
+    limits,
     // Close the broker first so it disconnects clients; net.Server.close waits for open sockets.
     close: () => new Promise<void>((resolve) => {
+      digest.close();
       aedes.close(() => server.close(() => resolve()));
     }),
   };

@@ -1,12 +1,15 @@
 import {
   CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
-  deviceTopic, encodeChunkFrame, errorMessage, parseDeviceTopic, type DesiredState, type ErrorCode, type Notice,
+  catalogueCode, deviceTopic, parseDeviceTopic, type DesiredState, type ErrorCode, type Notice,
 } from '@edgepack/protocol';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
 import type { Store } from '../db/store.js';
+import { resolveLimits, type MqttLimits } from '../limits.js';
+import { LogDigest } from '../log-digest.js';
 import type { Logger } from '../logger.js';
 import type { DesiredPublisher, RolloutService } from '../rollout-service.js';
+import { ChunkSender } from './chunk-sender.js';
 
 /** Where telemetry batches go (telemetry/ingest.ts TelemetryIngest): it validates, commits, acks and answers refusals itself. */
 export interface TelemetrySink {
@@ -25,8 +28,24 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly presence = new Validator('presence', PresenceSchema);
   rollouts?: RolloutService;
   telemetry?: TelemetrySink;
+  private readonly chunks: ChunkSender;
+  private readonly digest: LogDigest;
+  /** When each device was last told its chunk requests are over the limit: one such notice a second, however many requests. */
+  private readonly limitedNoticeAt = new Map<string, number>();
 
-  constructor(private readonly deps: { aedes: Aedes; store: Store; blobs: BlobStore; log: Logger; now: () => Date }) {
+  constructor(private readonly deps: { aedes: Aedes; store: Store; blobs: BlobStore; log: Logger; now: () => Date; limits?: MqttLimits }) {
+    const limits = deps.limits ?? resolveLimits().mqtt;
+    this.digest = new LogDigest(deps.log, limits.logDigestMs);
+    this.chunks = new ChunkSender({
+      aedes: deps.aedes, blobs: deps.blobs, log: deps.log, now: deps.now, limits,
+      onError: (deviceId, bundleId, err) => {
+        deps.log.error({ deviceId, bundleId, err }, 'serving chunks failed');
+        // The notice carries our code and our words only: never a path or a library's message.
+        this.notice(deviceId, catalogueCode(err, 'INTERNAL_ERROR'), `could not read bundle ${bundleId} on the orchestrator; its log has the details`, undefined, bundleId);
+      },
+    });
+    deps.aedes.on('clientDisconnect', (client) => this.limitedNoticeAt.delete(client.id));
+    deps.aedes.on('closed', () => this.digest.close());
     deps.aedes.on('publish', (packet, client) => {
       if (client) void this.onDevicePublish(client, packet);
     });
@@ -105,12 +124,7 @@ export class DeviceGateway implements DesiredPublisher {
         case DeviceTopic.chunkRequest: {
           const r = this.chunkRequest.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
-          try {
-            await this.serveChunks(client.id, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
-          } catch (err) {
-            log.error({ deviceId: client.id, bundleId: r.value.bundleId, err }, 'serving chunks failed');
-            this.notice(client.id, 'INTERNAL_ERROR', `could not read bundle ${r.value.bundleId}: ${errorMessage(err)}`, packet.topic, r.value.bundleId);
-          }
+          this.serveChunks(client, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
           return;
         }
         case DeviceTopic.telemetry:
@@ -121,7 +135,7 @@ export class DeviceGateway implements DesiredPublisher {
       }
     } catch (err) {
       log.error({ deviceId: client.id, topic: packet.topic, err }, 'device message handler failed');
-      this.notice(client.id, 'INTERNAL_ERROR', `could not handle message: ${errorMessage(err)}`, packet.topic);
+      this.notice(client.id, 'INTERNAL_ERROR', 'could not handle the message on the orchestrator; its log has the details', packet.topic);
     }
   }
 
@@ -130,19 +144,27 @@ export class DeviceGateway implements DesiredPublisher {
     this.notice(deviceId, code, reason, topic);
   }
 
-  /** Sends chunks only of bundles this device was told to install, and only their listed files. */
-  private async serveChunks(deviceId: string, bundleId: string, sha256: string, index: number, count: number): Promise<void> {
-    const { store, blobs } = this.deps;
+  /**
+   * Queues chunks only of bundles this device was told to install, and only their listed files.
+   * Never awaited: each device's chunks go out from its own queue (chunk-sender.ts), so one slow
+   * device never holds up this handler, the broker, or anyone else's messages.
+   */
+  private serveChunks(client: Client, bundleId: string, sha256: string, index: number, count: number): void {
+    const { store } = this.deps;
+    const deviceId = client.id;
     const bundle = store.getBundle(bundleId);
     if (!bundle || !store.isBundleAssigned(deviceId, bundleId)) return this.notice(deviceId, 'BUNDLE_NOT_ASSIGNED', `bundle ${bundleId} is not assigned to this device`, undefined, bundleId);
     const file = bundle.manifest.files.find((f) => f.sha256 === sha256);
     if (!file) return this.notice(deviceId, 'FILE_NOT_IN_BUNDLE', `file ${sha256} is not part of bundle ${bundleId}`, undefined, bundleId);
     const total = Math.max(1, Math.ceil(file.length / CHUNK_SIZE));
     if (index >= total) return this.notice(deviceId, 'CHUNK_OUT_OF_RANGE', `chunk ${index} is past the last chunk ${total - 1} of ${sha256}`, undefined, bundleId);
-    const topic = deviceTopic(deviceId, DeviceTopic.chunk);
-    for (let i = index; i < Math.min(total, index + count); i++) {
-      const bytes = await blobs.readRange(sha256, i * CHUNK_SIZE, Math.min(CHUNK_SIZE, file.length - i * CHUNK_SIZE));
-      await this.publish(topic, encodeChunkFrame({ bundleId, sha256, index: i, fileLength: file.length, bytes }), false);
+    const q = this.chunks.enqueue(client, { bundleId, sha256, fileLength: file.length }, index, Math.min(total, index + count));
+    if (q.ok) return;
+    this.digest.note(`chunks-limited:${deviceId}`, 'chunk requests refused: over the per-device queue limit', { deviceId, queued: q.queued }, deviceId);
+    const now = this.deps.now().getTime();
+    if (now - (this.limitedNoticeAt.get(deviceId) ?? 0) >= 1000) {
+      this.limitedNoticeAt.set(deviceId, now);
+      this.notice(deviceId, 'CHUNK_REQUESTS_LIMITED', `${q.queued} chunks are already queued for this device; ask again when they have arrived`, undefined, bundleId);
     }
   }
 }

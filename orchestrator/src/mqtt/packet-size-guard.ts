@@ -48,28 +48,77 @@ export class PacketSizeGuard {
   }
 }
 
-/** The socket as Aedes sees it, with every inbound byte passed through a PacketSizeGuard first. */
-export function guardSocket(socket: Socket, maxPacketBytes: number, onRefused: (reason: string) => void): Duplex {
-  const guard = new PacketSizeGuard(maxPacketBytes);
-  const stream = new Duplex({
-    read() { socket.resume(); },
-    write(chunk: Buffer, _enc, cb) { socket.write(chunk, cb); },
-    final(cb) { socket.end(); cb(); },
-    destroy(err, cb) { socket.destroy(err ?? undefined); cb(err); },
-  });
-  socket.on('data', (chunk: Buffer) => {
-    const refused = guard.feed(chunk);
-    if (refused) {
-      onRefused(refused);
-      socket.destroy();
-      stream.destroy();
-      return;
+/**
+ * The socket as Aedes sees it: every inbound byte passes a PacketSizeGuard first, and outbound
+ * writes never make Aedes wait for this one client.
+ *
+ * Why the second half: Aedes delivers a message to each subscriber and waits for that client's
+ * socket to drain before it calls the delivery done; while it waits, the delivery holds one of
+ * the broker's shared delivery slots (mqemitter's concurrency). A client that stops reading its
+ * socket therefore held slots until they ran out, and then nobody's messages moved: heartbeats,
+ * notices, desired states for every device (finding 1 of the security issue). Here a write is
+ * handed to the socket and acknowledged at once; the bytes wait in this client's own queue,
+ * which is capped: a client whose queue grows past `maxQueuedBytes` is not reading, and is
+ * disconnected. What must not pile up to the cap (bundle chunks) is paced by the sender
+ * (chunk-sender.ts), which watches `queuedBytes` and the 'queue-drained' event.
+ */
+export class GuardedConnection extends Duplex {
+  private readonly guard: PacketSizeGuard;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly o: { maxPacketBytes: number; maxQueuedBytes: number; onRefused: (reason: string) => void },
+  ) {
+    // A large own buffer, so that Duplex itself never reports back-pressure to Aedes either.
+    super({ writableHighWaterMark: o.maxQueuedBytes });
+    this.guard = new PacketSizeGuard(o.maxPacketBytes);
+    socket.on('data', (chunk: Buffer) => {
+      const refused = this.guard.feed(chunk);
+      if (refused) return this.refuse(refused);
+      if (!this.push(chunk)) socket.pause();
+    });
+    socket.on('end', () => this.push(null));
+    socket.on('close', () => { if (!this.destroyed) this.destroy(); });
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('drain', () => this.emit('queue-drained'));
+  }
+
+  /** Bytes written to this client that the kernel has not taken yet. */
+  get queuedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress;
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.socket.destroyed) return cb(new Error('connection closed'));
+    this.socket.write(chunk);
+    if (this.socket.writableLength > this.o.maxQueuedBytes) {
+      this.refuse(`${this.socket.writableLength} bytes queued to a client that does not read, over the ${this.o.maxQueuedBytes}-byte limit`);
+      return cb(new Error('client queue full'));
     }
-    if (!stream.push(chunk)) socket.pause();
-  });
-  socket.on('end', () => stream.push(null));
-  socket.on('close', () => { if (!stream.destroyed) stream.destroy(); });
-  socket.on('error', (err) => stream.destroy(err));
-  socket.on('drain', () => stream.emit('drain'));
-  return stream;
+    cb();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.socket.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.socket.destroy(err ?? undefined);
+    cb(err);
+  }
+
+  private refuse(reason: string): void {
+    this.o.onRefused(reason);
+    this.socket.destroy();
+    this.destroy();
+  }
 }

@@ -76,9 +76,14 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async
   });
 
   app.get('/devices/:id', {
-    config: { access: Access.read, errors: ['DEVICE_NOT_FOUND'] },
-    schema: { summary: 'One device', tags: ['fleet'], params: IdParams, response: { 200: DeviceResponse } },
-  }, async (req) => ({ device: deviceView(getLive(req.params.id)) }));
+    config: { access: Access.readOrDevice, errors: ['DEVICE_NOT_FOUND'] },
+    schema: { summary: 'One device (a device may read only its own)', tags: ['fleet'], params: IdParams, response: { 200: DeviceResponse } },
+  }, async (req) => {
+    // A device reads only its own record, and learns nothing of others, not even whether they
+    // exist: another id answers as an unknown one does, before any lookup.
+    if (req.caller?.kind === 'device' && req.caller.deviceId !== req.params.id) throw new EdgepackError('DEVICE_NOT_FOUND', `device ${req.params.id} not found`);
+    return { device: deviceView(getLive(req.params.id)) };
+  });
 
   app.patch('/devices/:id', {
     config: { access: Access.admin, errors: ['DEVICE_NOT_FOUND'] },

@@ -6,6 +6,7 @@ import { matchProfile } from '../../core/profile-match.js';
 import { newId } from '../../ids.js';
 import { Access } from '../access.js';
 import type { RoutePluginOptions } from '../app-deps.js';
+import { enrollRateLimit } from '../request-limits.js';
 import { StrictObject, Timestamp, named, strict } from '../schemas.js';
 
 const hashToken = (t: string) => createHash('sha256').update(t).digest('hex');
@@ -40,7 +41,9 @@ export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = a
   });
 
   app.post('/enroll', {
-    config: { access: Access.public, errors: ['ENROLLMENT_TOKEN_INVALID', 'PROFILE_NOT_FOUND', 'PROFILE_NO_MATCH'] },
+    // Public, but it checks a credential of its own: wrong tokens count as failed authentication,
+    // and the route has a per-IP rate limit besides.
+    config: { access: Access.public, checksCredential: true, rateLimit: enrollRateLimit(deps.limits), errors: ['ENROLLMENT_TOKEN_INVALID', 'PROFILE_NOT_FOUND', 'PROFILE_NO_MATCH', 'RATE_LIMITED'] },
     schema: { summary: 'Enroll a device with a single-use token (called by the agent)', tags: ['fleet'], body: EnrollBody, response: { 201: EnrollView } },
   }, async (req, reply) => {
     const body = req.body;
