@@ -14,3 +14,5 @@ export * from './device-credential.js';
 export * from './desired-signature.js';
 export * from './trust-metadata.js';
 export * from './trust-verify.js';
+export * from './status-signature.js';
+export * from './enrollment-token.js';

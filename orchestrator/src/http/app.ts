@@ -30,8 +30,10 @@ const newRequestId = () => `req_${randomBytes(8).toString('hex')}`;
  * Builds the Fastify app without listening, so tests drive it with inject() and the server
  * adapter decides where it listens.
  */
-export function buildApp(deps: AppDeps): FastifyInstance {
+export function buildApp(deps: AppDeps, server: { https?: { key: string; cert: string } } = {}): FastifyInstance {
   const app = Fastify({
+    // HTTPS when given a certificate (server.ts); tests that inject() build it without.
+    ...(server.https ? { https: server.https } : {}),
     loggerInstance: (deps.logger ?? createLogger('silent')) as FastifyBaseLogger,
     bodyLimit: 1 << 20,
     // A caller's own X-Request-Id is kept (so a client or proxy can correlate), if it is a

@@ -1,5 +1,7 @@
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { guardSocket } from './packet-size-guard.js';
+import { SessionExpiry } from './session-expiry.js';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import { checkDeviceCredential, isValidDeviceId } from '@edgepack/protocol';
 import { canPublish, canSubscribe } from '../core/mqtt-acl.js';
@@ -8,9 +10,24 @@ import type { Logger } from '../logger.js';
 
 export interface Broker {
   aedes: Aedes;
+  /** The main listener: MQTTS when `tls` was given, plain MQTT otherwise. */
   server: Server;
   port: number;
+  /** The plain MQTT listener next to MQTTS (--allow-plaintext), if any. */
+  plainPort?: number;
+  /** Swaps the MQTTS certificate for new connections (a renewed server certificate). */
+  setSecureContext(tls: { key: string; cert: string }): void;
   close(): Promise<void>;
+}
+
+/** Where the broker listens. `tls` makes the main listener MQTTS; `plain` adds a plain MQTT one. */
+export interface BrokerListen {
+  host: string;
+  port: number;
+  tls?: { key: string; cert: string };
+  plain?: { host: string; port: number };
+  /** Session max age (core/session-policy.ts); 0 or absent: sessions last as long as their socket. */
+  sessionMaxAgeMs?: number;
 }
 
 /** Devices send small JSON reports; nothing legitimate comes near this. */
@@ -25,8 +42,9 @@ function authError(message: string, returnCode: number): AuthenticateError {
  * The embedded Aedes broker. Each hook handles one packet kind; the rules themselves are pure
  * functions in core/mqtt-acl.ts.
  */
-export async function startBroker(opts: { store: Store; log: Logger; host: string; port: number; now: () => Date }): Promise<Broker> {
+export async function startBroker(opts: { store: Store; log: Logger; now: () => Date } & BrokerListen): Promise<Broker> {
   const { store, log, now } = opts;
+  const expiry = new SessionExpiry({ maxAgeMs: opts.sessionMaxAgeMs ?? 0, now, log });
   const aedes = await Aedes.createBroker({
     // CONNECT (MQTT 3.1.1 §3.1): username is the device id, password its signed credential.
     // The client id must equal the device id so persistent sessions (§3.1.2.4) belong to it.
@@ -49,6 +67,7 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
         log.warn({ deviceId, code: check.code }, `mqtt connect refused: ${check.reason}`);
         return done(authError(check.reason, 4), false);
       }
+      expiry.track(client, check.issuedAtMs); // tls branch: the session ends a set time after its credential
       done(null, true);
     },
     // PUBLISH (§3.3): also covers the will message the broker publishes for the client.
@@ -73,28 +92,52 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
   });
   aedes.on('clientError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'mqtt client error'));
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
+  aedes.on('clientDisconnect', (client) => expiry.forget(client));
 
-  const server = createServer((socket) => {
+  const handle = (socket: Socket) => {
     socket.setNoDelay(true);
     aedes.handle(guardSocket(socket, MAX_INBOUND_PACKET_BYTES, (reason) => {
       log.warn({ remote: socket.remoteAddress }, `mqtt connection dropped: ${reason}`);
     }));
-  });
-  // Bounds the sockets an unauthenticated crowd can hold open at once.
-  server.maxConnections = MAX_CONNECTIONS;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve(); });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : opts.port;
+  };
+  // MQTTS: Aedes reads the decrypted stream, exactly as it reads a plain socket. Session tickets
+  // (Node's default) let a device that reconnects skip the certificate exchange.
+  const server: Server = opts.tls ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, handshakeTimeout: 10_000 }, handle) : createServer(handle);
+  if (opts.tls) {
+    // A failed handshake (a client that does not trust us, a port scanner) is the client's problem, not ours.
+    server.on('tlsClientError', (err, socket) => log.debug({ remote: socket.remoteAddress, err: err.message }, 'mqtts handshake failed'));
+  }
+  const plain = opts.tls && opts.plain ? createServer(handle) : undefined;
+  const listen = async (srv: Server, port: number, host: string): Promise<number> => {
+    // Bounds the sockets an unauthenticated crowd can hold open at once.
+    srv.maxConnections = MAX_CONNECTIONS;
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => { srv.off('error', reject); resolve(); });
+    });
+    const address = srv.address();
+    return typeof address === 'object' && address ? address.port : port;
+  };
+  const port = await listen(server, opts.port, opts.host);
+  let plainPort: number | undefined;
+  try {
+    if (plain) plainPort = await listen(plain, opts.plain!.port, opts.plain!.host);
+  } catch (err) {
+    await new Promise<void>((resolve) => aedes.close(() => server.close(() => resolve())));
+    throw err;
+  }
+  expiry.start();
+  const closeServer = (srv: Server | undefined) => new Promise<void>((resolve) => (srv?.listening ? srv.close(() => resolve()) : resolve()));
   return {
     aedes,
     server,
     port,
+    ...(plainPort !== undefined ? { plainPort } : {}),
+    setSecureContext: (tls) => (server as TlsServer).setSecureContext({ key: tls.key, cert: tls.cert }),
     // Close the broker first so it disconnects clients; net.Server.close waits for open sockets.
     close: () => new Promise<void>((resolve) => {
-      aedes.close(() => server.close(() => resolve()));
+      expiry.stop();
+      aedes.close(() => { void Promise.all([closeServer(server), closeServer(plain)]).then(() => resolve()); });
     }),
   };
 }
