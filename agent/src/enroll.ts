@@ -112,6 +112,8 @@ export async function enroll(args: EnrollArgs): Promise<Identity> {
   const parsed = new Validator('enroll response', EnrollResponseSchema).parse(res.text);
   if (!parsed.ok) throw new EdgepackError('ENROLL_BAD_RESPONSE', parsed.reason);
   const r = parsed.value;
+  // First: does the answer agree with the CA this connection was checked with?
+  const tls = tlsOfAnswer(r, pinnedCa, pin, args);
   // The root pinned here decides every key this device will ever trust, so it must be a
   // well-formed root signed by a threshold of its own keys; without one there is no chain.
   if (r.trustedRoot === undefined) throw new EdgepackError('ENROLL_BAD_RESPONSE', 'enrollment response carries no trusted root to pin');
@@ -121,7 +123,6 @@ export async function enroll(args: EnrollArgs): Promise<Identity> {
   } catch (err) {
     throw new EdgepackError(catalogueCode(err, 'ROOT_INVALID'), `enrollment response: the root to pin is refused: ${errorMessage(err)}`);
   }
-  const tls = tlsOfAnswer(r, pinnedCa, pin, args);
   return {
     deviceId: r.deviceId, name: r.name, profile: r.profile, server: args.server, publicKey: keys.publicKey, secretKey: keys.secretKey,
     orchestratorPublicKey: r.orchestratorPublicKey, trustedRoot, mqtt: { host: r.mqtt.host, port: r.mqtt.port, protocol: r.mqtt.protocol ?? 'mqtt' },
