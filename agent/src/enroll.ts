@@ -38,7 +38,7 @@ async function caForEnrollment(url: URL, pin: string | undefined, args: EnrollAr
     return derToPem(match);
   }
   if (!args.insecureEnroll) {
-    throw new EdgepackError('ENROLL_INSECURE', `the token pins no CA, so ${url.origin} cannot be told from an impostor: use a token from 'edgepack tokens create' or POST /v1/enrollment-tokens (enr_…#sha256:…), or pass --insecure-enroll to trust the certificate it presents now`);
+    throw new EdgepackError('ENROLL_INSECURE', `the token pins no CA, so ${url.origin} cannot be told from an impostor: use a token made by "edgepack tokens create" or POST /v1/enrollment-tokens (enr_…#sha256:…), or pass --insecure-enroll to trust the certificate it presents now`);
   }
   // Trust on first use: the chain's last certificate (the root, as the orchestrator sends it).
   const root = derToPem(chain[chain.length - 1]!);

@@ -74,9 +74,11 @@ export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = a
     // CA to pin; over plain HTTP (--allow-plaintext) the plain broker, as nothing it was told can be trusted more.
     const overTls = (req.raw.socket as Partial<TLSSocket>).encrypted === true;
     const plainMqttPort = deps.tls?.plainMqttPort() ?? null;
-    const mqtt: EnrollResponse['mqtt'] = deps.tls && (overTls || plainMqttPort === null)
-      ? { host: deps.config.publicHost, port: deps.mqttPort(), protocol: 'mqtts' }
-      : { host: deps.config.publicHost, port: plainMqttPort ?? deps.mqttPort(), protocol: 'mqtt' };
+    const mqtt: EnrollResponse['mqtt'] = !deps.tls
+      ? { host: deps.config.publicHost, port: deps.mqttPort() } // an app built without TLS (tests): plain, as before TLS
+      : overTls || plainMqttPort === null
+        ? { host: deps.config.publicHost, port: deps.mqttPort(), protocol: 'mqtts' }
+        : { host: deps.config.publicHost, port: plainMqttPort, protocol: 'mqtt' };
     const res: EnrollResponse = {
       v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: deps.signingPublicKey,
       mqtt, heartbeatSec: deps.config.heartbeatSec,
