@@ -33,6 +33,8 @@ export interface BrokerListen {
 /** Devices send small JSON reports; nothing legitimate comes near this. */
 const MAX_INBOUND_PACKET_BYTES = 4 * 1024 * 1024;
 const MAX_CONNECTIONS = 10_000;
+/** How long a TLS session ticket may be resumed (RFC 8446 §4.6.1 allows up to 7 days). */
+const TLS_TICKET_LIFETIME_SEC = 86_400;
 
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -100,9 +102,13 @@ export async function startBroker(opts: { store: Store; log: Logger; now: () => 
       log.warn({ remote: socket.remoteAddress }, `mqtt connection dropped: ${reason}`);
     }));
   };
-  // MQTTS: Aedes reads the decrypted stream, exactly as it reads a plain socket. Session tickets
-  // (Node's default) let a device that reconnects skip the certificate exchange.
-  const server: Server = opts.tls ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, handshakeTimeout: 10_000 }, handle) : createServer(handle);
+  // MQTTS: Aedes reads the decrypted stream, exactly as it reads a plain socket. A session ticket
+  // lets a device that reconnects skip the certificate exchange and its signature (a resumed TLS
+  // 1.3 handshake still does a fresh key exchange); Node keeps tickets 5 minutes by default,
+  // shorter than a session lives (--mqtt-session-max-age-sec), so they are kept a day here.
+  const server: Server = opts.tls
+    ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, handshakeTimeout: 10_000, sessionTimeout: TLS_TICKET_LIFETIME_SEC }, handle)
+    : createServer(handle);
   if (opts.tls) {
     // A failed handshake (a client that does not trust us, a port scanner) is the client's problem, not ours.
     server.on('tlsClientError', (err, socket) => log.debug({ remote: socket.remoteAddress, err: err.message }, 'mqtts handshake failed'));
