@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { isIP } from 'node:net';
 import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import { normaliseFingerprint } from '@edgepack/protocol';
@@ -69,17 +69,20 @@ export interface TextAnswer {
 
 /**
  * One HTTP(S) request. Over https, `ca` replaces every trust anchor (Node's bundled roots
- * included); the server must chain to it and name the host. No connection is pooled, so no
- * socket made under one trust decision is reused under another.
+ * included); the server must chain to it and name the host. No connection is pooled unless an
+ * `agent` is given (one made with the same `ca`), so no socket made under one trust decision is
+ * reused under another.
  */
-export function requestText(url: URL, o: { method: string; headers?: Record<string, string>; body?: string; ca?: string | string[]; timeoutMs?: number; maxBytes?: number }): Promise<TextAnswer> {
+export function requestText(url: URL, o: {
+  method: string; headers?: Record<string, string>; body?: string; ca?: string | string[]; timeoutMs?: number; maxBytes?: number; agent?: HttpAgent | HttpsAgent;
+}): Promise<TextAnswer> {
   const timeoutMs = o.timeoutMs ?? 30_000;
   const maxBytes = o.maxBytes ?? 1 << 20;
   return new Promise((resolve, reject) => {
     const https = url.protocol === 'https:';
     const sni = servername(hostOf(url));
     const opts = {
-      method: o.method, agent: false as const, timeout: timeoutMs,
+      method: o.method, agent: o.agent ?? (false as const), timeout: timeoutMs,
       headers: { ...(o.body !== undefined ? { 'content-length': String(Buffer.byteLength(o.body)) } : {}), ...o.headers },
       ...(https ? { ca: o.ca, rejectUnauthorized: true, ...(sni ? { servername: sni } : {}) } : {}),
     };

@@ -2,6 +2,7 @@ import {
   DesiredStateSchema, EdgepackError, NoticeSchema, Validator, createChunkDecoder, TrustVerifier, errorCode, errorMessage,
 } from '@edgepack/protocol';
 import { enroll } from '../enroll.js';
+import { Agent as HttpsAgent } from 'node:https';
 import { requestText } from '../pinned-tls.js';
 import { detectFacts } from '../facts.js';
 import type { Logger } from '../logger.js';
@@ -27,7 +28,7 @@ export interface FleetOptions {
   enrollConcurrency?: number;
   /** Connects awaiting CONNACK at once; Infinity (or ≥ devices) lets every device connect at once. */
   connectConcurrency?: number;
-  /** Broker to use instead of the one enrollment named (e.g. mqtt://127.0.0.1:1883). */
+  /** Broker to use instead of the one enrollment named (e.g. mqtt://127.0.0.1:1883 or mqtts://…:8883, which trusts the enrolled CA). */
   mqttUrl?: string;
   stallMs?: number;
   maxStallAsks?: number;
@@ -130,7 +131,15 @@ export function offlineIndexes(indexes: readonly number[], rate: number, seed: s
   return new Set(ranked.slice(0, k));
 }
 
-async function adminRequest(o: FleetOptions, method: string, path: string, body: unknown): Promise<unknown> {
+/**
+ * The admin API is called once or twice per enrolled device: over https one kept-alive connection
+ * per enrollment slot, trusting only the orchestrator's CA, saves a TLS handshake per call.
+ */
+function adminAgent(o: FleetOptions): HttpsAgent | undefined {
+  return o.caCertificate ? new HttpsAgent({ keepAlive: true, ca: o.caCertificate, maxSockets: o.enrollConcurrency ?? 8 }) : undefined;
+}
+
+async function adminRequest(o: FleetOptions, method: string, path: string, body: unknown, agent?: HttpsAgent): Promise<unknown> {
   if (!o.adminToken) throw new EdgepackError('CONFIG_INVALID', `enrolling devices needs the admin token: pass --admin-token-file (or EDGEPACK_SIM_ADMIN_TOKEN_FILE) for ${method} ${path}`);
   const url = new URL(path, o.server);
   if (url.protocol === 'https:' && !o.caCertificate) {
@@ -142,6 +151,7 @@ async function adminRequest(o: FleetOptions, method: string, path: string, body:
     try {
       res = await requestText(url, {
         method, headers: { authorization: `Bearer ${o.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body), ...(o.caCertificate ? { ca: o.caCertificate } : {}),
+        ...(agent && url.protocol === 'https:' ? { agent } : {}),
       });
     } catch (err) {
       if (attempt < 5) { await new Promise((r) => setTimeout(r, 200 * attempt)); continue; }
@@ -268,9 +278,10 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     const e0 = Date.now();
     log.info({ count: missing.length, concurrency: o.enrollConcurrency ?? 8 }, 'enrolling devices');
     const facts = detectFacts({ onnxruntimeVersion: null, executionProviders: [], agentVersion });
+    const agent = adminAgent(o);
     try {
       await pool(missing, o.enrollConcurrency ?? 8, async (index) => {
-        const { token } = await adminRequest(o, 'POST', '/v1/enrollment-tokens', {}) as { token: string };
+        const { token } = await adminRequest(o, 'POST', '/v1/enrollment-tokens', {}, agent) as { token: string };
         let identity;
         for (let attempt = 1; ; attempt++) {
           try {
@@ -284,13 +295,15 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
             await new Promise((r) => setTimeout(r, 200 * attempt));
           }
         }
-        if (o.tags?.length) await adminRequest(o, 'PATCH', `/v1/devices/${identity.deviceId}`, { tags: o.tags });
+        if (o.tags?.length) await adminRequest(o, 'PATCH', `/v1/devices/${identity.deviceId}`, { tags: o.tags }, agent);
         await store.addIdentity(index, identity);
         add({ index, identity, state: emptyDeviceState() });
       });
     } catch (err) {
       await stop().catch(() => undefined);
       throw err;
+    } finally {
+      agent?.destroy();
     }
     await store.syncIdentities();
     enrollMs = Date.now() - e0;

@@ -59,7 +59,7 @@ export const SIM_OPTIONS: readonly OptionSpec[] = [
   { flag: 'seed', env: 'EDGEPACK_SIM_SEED', arg: 'S', key: 'seed', kind: 'string', default: 'edgepack-sim', help: 'seed of every random choice (failures, offline devices, baselines)' },
   { flag: 'enroll-concurrency', env: 'EDGEPACK_SIM_ENROLL_CONCURRENCY', arg: 'N', key: 'enrollConcurrency', kind: 'positive-int', default: '8', help: 'enrollments in flight at once' },
   { flag: 'connect-concurrency', env: 'EDGEPACK_SIM_CONNECT_CONCURRENCY', arg: 'N', key: 'connectConcurrency', kind: 'positive-int', default: '64', help: 'MQTT connects awaiting CONNACK at once (set N = --devices for a reconnect storm)' },
-  { flag: 'mqtt-url', env: 'EDGEPACK_SIM_MQTT_URL', arg: 'URL', key: 'mqttUrl', kind: 'url', help: 'broker to use instead of the one enrollment named, e.g. mqtt://127.0.0.1:1883 (benchmarks)' },
+  { flag: 'mqtt-url', env: 'EDGEPACK_SIM_MQTT_URL', arg: 'URL', key: 'mqttUrl', kind: 'url', help: 'broker to use instead of the one enrollment named, e.g. mqtt://127.0.0.1:1883 or mqtts://127.0.0.1:8883 (benchmarks)' },
   { flag: 'stall-ms', env: 'EDGEPACK_SIM_STALL_MS', arg: 'MS', key: 'stallMs', kind: 'positive-int', default: '10000', help: 'a transfer with no chunk for this long is asked again' },
   { flag: 'log-level', env: 'EDGEPACK_SIM_LOG_LEVEL', arg: 'LEVEL', key: 'logLevel', kind: 'level', default: 'info', help: 'fatal|error|warn|info|debug|trace (logs go to stderr)' },
   { flag: 'ca-file', env: 'EDGEPACK_SIM_CA_FILE', arg: 'FILE', key: 'caFile', kind: 'path', help: 'the orchestrator\'s CA certificate, trusted for the admin API over https (its data/tls/ca-cert.pem)' },
