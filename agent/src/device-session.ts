@@ -28,7 +28,9 @@ export function deviceClientOptions(
     clean: false,
     keepalive: Math.max(5, identity.heartbeatSec),
     reconnectPeriod: 0, // the caller's own loop re-signs the credential and backs off
-    connectTimeout: 10_000,
+    // A TLS handshake on a small device, or on a broker taking a fleet's reconnects at once, can
+    // take seconds: giving up early only makes both sides start the handshake again.
+    connectTimeout: mqtts ? 30_000 : 10_000,
     // Published by the broker when the connection dies without a DISCONNECT (§3.1.2.5).
     will: { topic: deviceTopic(deviceId, DeviceTopic.presence), payload: Buffer.from(JSON.stringify(presence(false))), qos: 1, retain: false },
   };
