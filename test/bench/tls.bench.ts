@@ -27,25 +27,25 @@ async function stopSim(s: SimProc): Promise<void> {
   if (code !== 0) throw new Error(`simulator exited ${code}: ${s.stderr().slice(-2000)}`);
 }
 
-async function fleet(o: Orchestrator, dir: string, n: number, args: string[]): Promise<{ enroll: Record<string, any>; storm: Record<string, any>; cpuEnroll: number; cpuStorm: number; paced: Record<string, any>; cpuPaced: number }> {
+interface Phase { ready: Record<string, any>; orchCpu: number; simCpu: number }
+
+/** One simulator run until ready: its figures, and the CPU the orchestrator and the simulator spent on it. */
+async function phase(o: Orchestrator, dir: string, n: number, args: string[]): Promise<Phase> {
   const pid = o.proc.child.pid!;
-  let c0 = await cpuSec(pid);
-  let sim = await startSim(o, dir, n, ['--profile', 'x86-64-gateway', ...args], 600_000);
-  const cpuEnroll = (await cpuSec(pid)) - c0;
-  const enroll = sim.ready;
+  const c0 = await cpuSec(pid);
+  const sim = await startSim(o, dir, n, args, 600_000);
+  const orchCpu = (await cpuSec(pid)) - c0;
+  const simCpu = await cpuSec(sim.child.pid!); // a fresh process: all of it is this phase
   await stopSim(sim);
-  c0 = await cpuSec(pid);
-  sim = await startSim(o, dir, n, ['--connect-concurrency', String(n), ...args], 600_000);
-  const cpuStorm = (await cpuSec(pid)) - c0;
-  const storm = sim.ready;
-  await stopSim(sim);
+  return { ready: sim.ready, orchCpu, simCpu };
+}
+
+async function fleet(o: Orchestrator, dir: string, n: number, args: string[]): Promise<{ enroll: Phase; storm: Phase; paced: Phase }> {
+  const enroll = await phase(o, dir, n, ['--profile', 'x86-64-gateway', ...args]);
+  const storm = await phase(o, dir, n, ['--connect-concurrency', String(n), ...args]);
   // The simulator's default: at most 64 connects awaiting CONNACK at once.
-  c0 = await cpuSec(pid);
-  sim = await startSim(o, dir, n, args, 600_000);
-  const cpuPaced = (await cpuSec(pid)) - c0;
-  const paced = sim.ready;
-  await stopSim(sim);
-  return { enroll, storm, cpuEnroll, cpuStorm, paced, cpuPaced };
+  const paced = await phase(o, dir, n, args);
+  return { enroll, storm, paced };
 }
 
 /** `count` connections one after another; `resume` offers the previous connection's TLS session. */
@@ -95,14 +95,17 @@ export async function run(): Promise<void> {
     const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`.padStart(8);
     console.log(`${n} simulated devices per fleet on 2 cores (server ECDSA P-256, TLS 1.3); orchestrator CPU from /proc`);
     console.log('                                   TLS (HTTPS+MQTTS)   plaintext    TLS/plain');
-    console.log(`enroll ${n} (token + enroll each)      ${s(tls.enroll.enrollMs)}   ${s(plain.enroll.enrollMs)}   ${ratio(tls.enroll.enrollMs, plain.enroll.enrollMs)}`);
-    console.log(`  then all connected                ${s(tls.enroll.connectMs)}   ${s(plain.enroll.connectMs)}   ${ratio(tls.enroll.connectMs, plain.enroll.connectMs)}`);
-    console.log(`  orchestrator CPU                  ${s(tls.cpuEnroll * 1000)}   ${s(plain.cpuEnroll * 1000)}   ${ratio(tls.cpuEnroll, plain.cpuEnroll)}`);
-    console.log(`reconnect storm, all ${n} at once     ${s(tls.storm.connectMs)}   ${s(plain.storm.connectMs)}   ${ratio(tls.storm.connectMs, plain.storm.connectMs)}`);
-    console.log(`  orchestrator CPU                  ${s(tls.cpuStorm * 1000)}   ${s(plain.cpuStorm * 1000)}   ${ratio(tls.cpuStorm, plain.cpuStorm)}`);
-    console.log(`reconnect, 64 at a time (default)   ${s(tls.paced.connectMs)}   ${s(plain.paced.connectMs)}   ${ratio(tls.paced.connectMs, plain.paced.connectMs)}`);
-    console.log(`  orchestrator CPU                  ${s(tls.cpuPaced * 1000)}   ${s(plain.cpuPaced * 1000)}   ${ratio(tls.cpuPaced, plain.cpuPaced)}`);
-    console.log(`simulator RSS after the TLS storm ${(tls.storm.rssBytes / 2 ** 20).toFixed(0)} MB, plaintext ${(plain.storm.rssBytes / 2 ** 20).toFixed(0)} MB`);
+    const rows: [string, Phase, Phase, 'enrollMs' | 'connectMs'][] = [
+      [`enroll ${n} (token + enroll each)`, tls.enroll, plain.enroll, 'enrollMs'],
+      [`reconnect storm, all ${n} at once`, tls.storm, plain.storm, 'connectMs'],
+      ['reconnect, 64 at a time (default)', tls.paced, plain.paced, 'connectMs'],
+    ];
+    for (const [name, t, p, key] of rows) {
+      console.log(`${name.padEnd(35)}${s(t.ready[key])}   ${s(p.ready[key])}   ${ratio(t.ready[key], p.ready[key])}`);
+      console.log(`  orchestrator CPU                 ${s(t.orchCpu * 1000)}   ${s(p.orchCpu * 1000)}   ${ratio(t.orchCpu, p.orchCpu)}`);
+      console.log(`  simulator CPU                    ${s(t.simCpu * 1000)}   ${s(p.simCpu * 1000)}   ${ratio(t.simCpu, p.simCpu)}`);
+    }
+    console.log(`simulator RSS after the TLS storm ${(tls.storm.ready.rssBytes / 2 ** 20).toFixed(0)} MB, plaintext ${(plain.storm.ready.rssBytes / 2 ** 20).toFixed(0)} MB`);
     console.log(`${count} connections one after another   wall each   orchestrator CPU each`);
     console.log(`  TLS full handshake             ${full.msEach.toFixed(2).padStart(7)} ms   ${full.cpuMsEach.toFixed(3).padStart(7)} ms`);
     console.log(`  TLS resumed (ticket, ${resumed.resumed}/${count})   ${resumed.msEach.toFixed(2).padStart(7)} ms   ${resumed.cpuMsEach.toFixed(3).padStart(7)} ms   (${(full.cpuMsEach / resumed.cpuMsEach).toFixed(1)}x less CPU than full)`);
