@@ -82,7 +82,8 @@ test('TLS only by default: no plain listener, and neither plain HTTP nor plain M
   await assert.rejects(fetch(`${orch.url}/v1/health`));
   // Plain MQTT to the MQTTS port.
   await assert.rejects(new Promise((resolve, reject) => {
-    const c = mqtt.connect({ host: '127.0.0.1', port: orch.mqttPort, reconnectPeriod: 0, connectTimeout: 3000 });
+    // The CONNECT's first byte reads as a TLS handshake record, so the broker waits for more: the client gives up first.
+    const c = mqtt.connect({ host: '127.0.0.1', port: orch.mqttPort, reconnectPeriod: 0, connectTimeout: 1000 });
     c.once('connect', () => { c.end(true); resolve(undefined); });
     c.once('error', (e) => { c.end(true); reject(e); });
     c.once('close', () => { c.end(true); reject(new Error('closed')); });
@@ -240,7 +241,7 @@ test('--allow-plaintext: plain listeners beside TLS, plain enrollment gets plain
     const id = (await plainAgent.event('started')).deviceId as string;
     const identity = JSON.parse(await readFile(join(dir.path, 'plain-agent', 'identity.json'), 'utf8'));
     assert.equal(identity.mqtt.protocol, 'mqtt');
-    await until('several sessions ended', async () => (o2.proc.stderr().match(new RegExp(`"deviceId":"${id}"[^\\n]*mqtt session ended`, 'g')) ?? []).length >= 2, 15_000);
+    await until('its session ended', async () => new RegExp(`"deviceId":"${id}"[^\\n]*mqtt session ended`).test(o2.proc.stderr()), 15_000);
     await until('still online', async () => (await o2.api('GET', `/v1/devices/${id}`)).body.device.status === 'online', 5000);
   } finally {
     await plainAgent?.kill('SIGTERM');
