@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
   DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, parseDeviceTopic, TrustVerifier, Validator, catalogueCode, createChunkDecoder,
-  deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, verifyFileIntegrity,
+  deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, signStatusReport, verifyFileIntegrity,
   type BenchmarkResult, type DesiredState, type ErrorCode, type SignedManifest, type SignedRoot,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
@@ -14,7 +14,7 @@ import { DeviceLink } from './device-link.js';
 import { noticeRefusesTransfer, stalledAfterRefusal } from './chunk-transfer.js';
 import { answerOldDesired, classifyDesired, parseDesired } from './desired-check.js';
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from './device-reports.js';
-import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay } from './device-session.js';
+import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay, rememberTlsSession } from './device-session.js';
 import { loadTrustedRoot, saveTrustedRoot, type Identity } from './identity.js';
 import type { Logger } from './logger.js';
 import { isTerminal, nextPhase, type UpdateEvent } from './update-machine.js';
@@ -73,6 +73,8 @@ export class Agent {
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
   private backoffMs = 1000;
+  /** The last TLS session the broker gave us, offered again on reconnect (see rememberTlsSession). */
+  private tlsSession?: Buffer;
   private readonly startedAt = Date.now();
 
   constructor(private readonly o: AgentOptions) {
@@ -125,8 +127,9 @@ export class Agent {
     if (this.stopped) return;
     const { deviceId } = this.id;
     // Credential, persistent session and last will: see device-session.ts. Our own loop below reconnects.
-    const client = mqtt.connect(deviceClientOptions(this.id, new Date()));
+    const client = mqtt.connect(deviceClientOptions(this.id, new Date(), this.id.mqtt, this.tlsSession));
     this.client = client;
+    rememberTlsSession(client, (session) => { this.tlsSession = session; });
     client.on('connect', () => {
       this.backoffMs = 1000;
       this.o.log.info({ deviceId }, 'connected');
@@ -486,8 +489,9 @@ export class Agent {
   }
 
   private report(d: Deployment): void {
-    // Failed vs rolled_back, and what the report carries: see statusReport.
-    this.publish(DeviceTopic.status, statusReport(this.id.deviceId, { ...d, bundleId: d.bundle.manifest.bundleId }));
+    // Failed vs rolled_back, and what the report carries: see statusReport. Signed with the
+    // device key, so the orchestrator takes it as this device's word and nobody else's.
+    this.publish(DeviceTopic.status, signStatusReport(statusReport(this.id.deviceId, { ...d, bundleId: d.bundle.manifest.bundleId }), this.id.secretKey));
   }
 
   /** Every state write goes through the one StateStore queue, in call order. */

@@ -48,9 +48,12 @@ async function main(argv: string[]): Promise<number> {
     }
     const ort = await onnxruntimeInfo();
     const facts = detectFacts({ onnxruntimeVersion: ort.version, executionProviders: ort.providers, agentVersion: version });
-    identity = await enroll({ server: config.server, token: config.enrollToken, facts, ...(config.name ? { name: config.name } : {}), ...(config.profile ? { profile: config.profile } : {}) });
+    identity = await enroll({
+      server: config.server, token: config.enrollToken, facts, ...(config.name ? { name: config.name } : {}), ...(config.profile ? { profile: config.profile } : {}),
+      allowPlaintext: config.allowPlaintext === true, insecureEnroll: config.insecureEnroll === true, warn: (fields, message) => log.warn(fields, message),
+    });
     await saveIdentity(dataDir, identity);
-    log.info({ deviceId: identity.deviceId, profile: identity.profile }, 'enrolled');
+    log.info({ deviceId: identity.deviceId, profile: identity.profile, mqtt: identity.mqtt.protocol, caFingerprint: identity.tls?.caFingerprint }, 'enrolled');
   }
   const benchRuns = config.benchRuns;
   const serve = config.serve !== undefined || config.serveSocket !== undefined;

@@ -28,6 +28,10 @@ export interface AgentConfig {
   telemetrySpoolBytes: number;
   telemetryJitterMs: number;
   telemetryRate: number;
+  /** Enroll over plain http, and accept a plain MQTT broker (no TLS anywhere). */
+  allowPlaintext?: boolean;
+  /** Enroll over https with a token that pins no CA: trust the CA the server shows the first time. */
+  insecureEnroll?: boolean;
 }
 
 interface OptionSpec {
@@ -37,12 +41,13 @@ interface OptionSpec {
   help: string;
   default?: string;
   key: keyof AgentConfig;
-  kind: 'string' | 'positive-int' | 'non-negative-int' | 'positive-number' | 'path' | 'level' | 'host-port' | 'window-sec';
+  /** `flag`: takes no value (`--allow-plaintext`); its variable is 1/true/yes or 0/false/no. */
+  kind: 'string' | 'positive-int' | 'non-negative-int' | 'positive-number' | 'path' | 'level' | 'host-port' | 'window-sec' | 'flag';
 }
 
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
-  { flag: 'server', env: 'EDGEPACK_AGENT_SERVER', arg: 'URL', key: 'server', kind: 'string', help: 'orchestrator HTTP address, e.g. http://127.0.0.1:8080' },
-  { flag: 'enroll', env: 'EDGEPACK_AGENT_ENROLL', arg: 'TOKEN', key: 'enrollToken', kind: 'string', help: 'single-use enrollment token (needed only the first time)' },
+  { flag: 'server', env: 'EDGEPACK_AGENT_SERVER', arg: 'URL', key: 'server', kind: 'string', help: 'orchestrator address, e.g. https://orchestrator:8443' },
+  { flag: 'enroll', env: 'EDGEPACK_AGENT_ENROLL', arg: 'TOKEN', key: 'enrollToken', kind: 'string', help: 'single-use enrollment token, enr_…#sha256:… (needed only the first time)' },
   { flag: 'data-dir', env: 'EDGEPACK_AGENT_DATA_DIR', arg: 'DIR', key: 'dataDir', kind: 'path', default: './agent-data', help: 'identity, state and installed bundles' },
   { flag: 'profile', env: 'EDGEPACK_AGENT_PROFILE', arg: 'ID', key: 'profile', kind: 'string', help: 'hardware profile, instead of matching detected facts' },
   { flag: 'name', env: 'EDGEPACK_AGENT_NAME', arg: 'NAME', key: 'name', kind: 'string', help: 'display name (default: the device id)' },
@@ -59,6 +64,9 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { flag: 'telemetry-spool-bytes', env: 'EDGEPACK_AGENT_TELEMETRY_SPOOL_BYTES', arg: 'N', key: 'telemetrySpoolBytes', kind: 'positive-int', default: '4194304', help: 'cap of the on-disk telemetry spool (at least 16384)' },
   { flag: 'telemetry-jitter-ms', env: 'EDGEPACK_AGENT_TELEMETRY_JITTER_MS', arg: 'MS', key: 'telemetryJitterMs', kind: 'non-negative-int', default: '5000', help: 'random delay before draining telemetry after a reconnect' },
   { flag: 'telemetry-rate', env: 'EDGEPACK_AGENT_TELEMETRY_RATE', arg: 'N', key: 'telemetryRate', kind: 'positive-int', default: '50', help: 'telemetry windows sent per second at most while draining' },
+  // tls branch: the two ways to enroll without an authenticated server; see the README.
+  { flag: 'insecure-enroll', env: 'EDGEPACK_AGENT_INSECURE_ENROLL', arg: '', key: 'insecureEnroll', kind: 'flag', help: 'https with a token that pins no CA: trust the server\'s CA on first use' },
+  { flag: 'allow-plaintext', env: 'EDGEPACK_AGENT_ALLOW_PLAINTEXT', arg: '', key: 'allowPlaintext', kind: 'flag', help: 'allow enrolling over http:// and a plain MQTT broker' },
 ];
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -70,7 +78,7 @@ export class AgentConfigError extends Error {
 export function agentHelp(): string {
   const width = Math.max(24, ...AGENT_OPTIONS.map((o) => `  --${o.flag} ${o.arg}`.length + 2));
   const rows = AGENT_OPTIONS.map((o) => {
-    const left = `  --${o.flag} ${o.arg}`.padEnd(width);
+    const left = `  --${o.flag}${o.arg ? ` ${o.arg}` : ''}`.padEnd(width);
     const right = `${o.help}${o.default ? ` (default ${o.default})` : ''}`;
     return `${left}${right}\n${' '.repeat(width)}env ${o.env}`;
   });
@@ -91,7 +99,7 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
     ({ values } = parseArgs({
       args: argv,
       options: {
-        ...Object.fromEntries(AGENT_OPTIONS.map((o) => [o.flag, { type: 'string' as const }])),
+        ...Object.fromEntries(AGENT_OPTIONS.map((o) => [o.flag, { type: o.kind === 'flag' ? 'boolean' as const : 'string' as const }])),
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -104,6 +112,15 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
   if (values.version) return 'version';
   const config: Record<string, unknown> = {};
   for (const o of AGENT_OPTIONS) {
+    if (o.kind === 'flag') {
+      const raw = env[o.env]?.trim().toLowerCase();
+      if (values[o.flag] === true) config[o.key] = true;
+      else if (raw !== undefined && raw !== '') {
+        if (['1', 'true', 'yes', 'on'].includes(raw)) config[o.key] = true;
+        else if (!['0', 'false', 'no', 'off'].includes(raw)) throw new AgentConfigError(`${o.env} must be 1 or 0 (true/false), got ${JSON.stringify(env[o.env])}`);
+      }
+      continue;
+    }
     const fromFlag = values[o.flag] as string | undefined;
     const raw = fromFlag ?? (env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined) ?? o.default;
     if (raw === undefined) continue;

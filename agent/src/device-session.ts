@@ -1,4 +1,4 @@
-import type { IClientOptions } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { DEVICE_SUBSCRIBE_KINDS, DeviceTopic, PROTOCOL_VERSION, createDeviceCredential, deviceTopic, type Presence } from '@edgepack/protocol';
 import type { Identity } from './identity.js';
 
@@ -6,12 +6,19 @@ import type { Identity } from './identity.js';
  * How a device holds its MQTT session, shared by the agent and the fleet simulator so a
  * simulated device looks to the broker exactly like a real one.
  */
-export function deviceClientOptions(identity: Identity, now: Date, server: { host: string; port: number } = identity.mqtt): IClientOptions {
+export function deviceClientOptions(
+  identity: Identity, now: Date, server: { host: string; port: number; protocol?: 'mqtt' | 'mqtts' } = identity.mqtt, tlsSession?: Buffer,
+): IClientOptions {
   const { deviceId } = identity;
+  const mqtts = (server.protocol ?? 'mqtt') === 'mqtts';
   return {
     host: server.host,
     port: server.port,
-    protocol: 'mqtt',
+    protocol: mqtts ? 'mqtts' : 'mqtt',
+    // tls branch: the CA pinned at enrollment is the only trust anchor (it replaces Node's roots),
+    // so the broker must present a certificate it issued, for this host name. Without a pinned CA
+    // (a damaged identity) nothing verifies, which is the safe way to fail.
+    ...(mqtts ? { rejectUnauthorized: true, ca: identity.tls ? [identity.tls.caCertificate] : [], ...(tlsSession ? { session: tlsSession } : {}) } : {}),
     // The broker requires client id = username = device id (a persistent session belongs to it).
     clientId: deviceId,
     username: deviceId,
@@ -21,10 +28,22 @@ export function deviceClientOptions(identity: Identity, now: Date, server: { hos
     clean: false,
     keepalive: Math.max(5, identity.heartbeatSec),
     reconnectPeriod: 0, // the caller's own loop re-signs the credential and backs off
-    connectTimeout: 10_000,
+    // A TLS handshake on a small device, or on a broker taking a fleet's reconnects at once, can
+    // take seconds: giving up early only makes both sides start the handshake again.
+    connectTimeout: mqtts ? 30_000 : 10_000,
     // Published by the broker when the connection dies without a DISCONNECT (§3.1.2.5).
     will: { topic: deviceTopic(deviceId, DeviceTopic.presence), payload: Buffer.from(JSON.stringify(presence(false))), qos: 1, retain: false },
   };
+}
+
+/**
+ * Keeps the TLS session the broker hands out (a TLS 1.3 ticket arrives after the handshake), so
+ * the next connection can resume it and skip the certificate exchange: cheaper for both sides
+ * when a fleet reconnects at once.
+ */
+export function rememberTlsSession(client: MqttClient, keep: (session: Buffer) => void): void {
+  const stream = client.stream as unknown as { on?: (event: 'session', fn: (s: Buffer) => void) => void };
+  stream?.on?.('session', keep);
 }
 
 /** The topics a device subscribes to: only what the orchestrator sends it. */

@@ -15,7 +15,13 @@ export interface Identity {
   orchestratorPublicKey: string;
   /** The root pinned at enrollment (checked by TrustVerifier.verifyInitialRoot); absent in identities from before trust metadata. */
   trustedRoot?: SignedRoot;
-  mqtt: { host: string; port: number };
+  /** `protocol` absent: plain MQTT (identities from before TLS). */
+  mqtt: { host: string; port: number; protocol?: 'mqtt' | 'mqtts' };
+  /**
+   * The CA pinned at enrollment (its fingerprint checked there): the only trust anchor of the
+   * device's MQTTS sessions, so any other certificate is refused. Absent for a plain-MQTT identity.
+   */
+  tls?: { caCertificate: string; caFingerprint: string };
   heartbeatSec: number;
   enrolledAt: string;
 }

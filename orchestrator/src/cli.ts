@@ -11,6 +11,7 @@ const commands: Record<string, { summary: string; load: () => Promise<CommandMod
   optimize: { summary: 'convert an ONNX model to fp16, int8-dynamic or int8-static (QDQ)', load: () => import('./commands/optimize.js') },
   evaluate: { summary: 'compare optimized models with the fp32 reference: accuracy, error, size, latency', load: () => import('./commands/evaluate.js') },
   keys: { summary: 'offline root keys and trust metadata: init, sign, rotate-online, rotate-root, verify', load: () => import('./commands/keys.js') },
+  tokens: { summary: 'enrollment tokens from the data dir, pinned to the CA: tokens create', load: () => import('./commands/tokens.js') },
   convert: { summary: 'convert an ONNX model to TFLite (fp32, int8-dynamic, full-integer int8)', load: () => import('./commands/convert.js') },
 };
 

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +45,22 @@ function start(file: string, args: string[]): { child: ChildProcess; event: (nam
   };
 }
 
+/** One HTTPS request that trusts only the orchestrator's own CA (Node's fetch takes no CA). */
+function httpsJson(url: string, ca: string, o: { method: string; headers: Record<string, string>; body?: Uint8Array | string }): Promise<{ ok: boolean; status: number; json: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: o.method, headers: o.headers, ca }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => {
+        const status = res.statusCode ?? 0;
+        try { resolve({ ok: status >= 200 && status < 300, status, json: JSON.parse(Buffer.concat(parts).toString('utf8')) }); } catch (err) { reject(err); }
+      });
+    });
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const work = await mkdtemp(join(tmpdir(), 'edgepack-demo-'));
@@ -52,20 +69,22 @@ async function main(): Promise<void> {
     const orch = start(join(here, 'cli.js'), ['serve', '--data-dir', join(work, 'orchestrator'), '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--log-level', 'warn']);
     children.push(orch.child);
     const { httpPort } = await orch.event('listening');
-    const url = `http://127.0.0.1:${httpPort}`;
+    // HTTPS with the CA the orchestrator made on its first start; agents pin it through their tokens.
+    const url = `https://127.0.0.1:${httpPort}`;
+    const ca = await readFile(join(work, 'orchestrator', 'tls', 'ca-cert.pem'), 'utf8');
     const token = (await readFile(join(work, 'orchestrator', 'admin-token'), 'utf8')).trim();
     const api = async (method: string, path: string, body?: unknown): Promise<any> => {
       const bytes = body instanceof Uint8Array;
-      const res = await fetch(url + path, {
+      const res = await httpsJson(url + path, ca, {
         method,
         headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': bytes ? 'application/octet-stream' : 'application/json' } : {}) },
         ...(body ? { body: bytes ? body : JSON.stringify(body) } : {}),
       });
-      const json = (await res.json()) as any;
-      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-      return json;
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(res.json)}`);
+      return res.json as any;
     };
-    console.log(`orchestrator  ${url}  (data in ${work})`);
+    const { caFingerprint } = await orch.event('listening');
+    console.log(`orchestrator  ${url}  TLS CA ${String(caFingerprint)}  (data in ${work})`);
 
     const agentCli = join(repo, 'agent', 'dist', 'cli.js');
     for (const a of AGENTS) {

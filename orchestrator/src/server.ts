@@ -1,5 +1,7 @@
 import { mkdir } from 'node:fs/promises';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { join } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import { loadProfiles, type Profile } from '@edgepack/firmware-profiles';
 import { errorMessage } from '@edgepack/protocol';
 import type { FastifyInstance } from 'fastify';
@@ -20,10 +22,18 @@ import type { TelemetryIngestOptions } from './telemetry/ingest.js';
 import { DEFAULT_RETENTION } from './telemetry/rollups.js';
 import { createTelemetry, type Telemetry } from './telemetry/wiring.js';
 import { loadTrustChain } from './trust-chain.js';
+import { RENEWAL_CHECK_MS, loadTlsMaterial, renewTlsMaterial, type TlsMaterial } from './tls-material.js';
 
 export interface RunningServer {
+  /** HTTPS and MQTTS. */
   httpPort: number;
   mqttPort: number;
+  /** Plain HTTP and MQTT, only with --allow-plaintext. */
+  plainHttpPort?: number;
+  plainMqttPort?: number;
+  /** The CA devices pin (PEM) and its `sha256:` fingerprint. */
+  caCertificate: string;
+  caFingerprint: string;
   adminToken: string;
   app: FastifyInstance;
   store: Store;
@@ -61,7 +71,14 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
   // A build interrupted by a crash cannot be resumed half-way; say so instead of leaving it running forever.
   for (const id of store.listUnfinishedBuildIds()) store.setBuildStatus(id, 'failed', 'orchestrator restarted during the build; start it again', now().toISOString());
 
-  const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now, ...(config.limits?.mqtt ? { limits: config.limits.mqtt } : {}) });
+  // tls branch: HTTPS and MQTTS always; plain listeners beside them only with --allow-plaintext.
+  let tls: TlsMaterial = await loadTlsMaterial({ dataDir: config.dataDir, settings: config.tls, now: now(), log });
+  const broker = await startBroker({
+    store, log, now, host: config.mqttHost, port: config.mqttPort, tls: { key: tls.key, cert: tls.cert },
+    ...(config.allowPlaintext ? { plain: { host: config.mqttHost, port: config.plainMqttPort } } : {}),
+    sessionMaxAgeMs: config.mqttSessionMaxAgeSec * 1000,
+    ...(config.limits?.mqtt ? { limits: config.limits.mqtt } : {}),
+  });
   const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now, limits: broker.limits });
   const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, trust: { keyId: secrets.signing.keyId, roots: () => trust.roots } });
   gateway.rollouts = rollouts;
@@ -71,6 +88,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
   const app = buildApp({
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey, trustedRoot: () => trust.latest,
     mqttPort: () => broker.port, rollouts, builds, now, logger: log, health: telemetry.health, metrics: telemetry.metrics, ...(config.limits?.http ? { limits: config.limits.http } : {}),
+    tls: { caCertificate: () => tls.caCertificate, caFingerprint: () => tls.caFingerprint, plainMqttPort: () => broker.plainPort ?? null },
     onDeviceRevoked: async (deviceId) => {
       rollouts.onDeviceRevoked(deviceId);
       await gateway.clearDesired(deviceId);
@@ -78,19 +96,46 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
       const client = (broker.aedes as unknown as { clients: Record<string, { close(): void }> }).clients[deviceId];
       client?.close();
     },
-  });
-  await app.listen({ host: config.httpHost, port: config.httpPort });
+  }, { https: { key: tls.key, cert: tls.cert } });
+  let plainHttp: HttpServer | undefined;
+  try {
+    await app.listen({ host: config.httpHost, port: config.httpPort });
+    if (config.allowPlaintext) plainHttp = await listenPlainHttp(app, config.httpHost, config.plainHttpPort);
+  } catch (err) {
+    await app.close().catch(() => undefined);
+    await broker.close();
+    db.close();
+    throw err;
+  }
   const address = app.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
+  const plainAddress = plainHttp?.address();
+  const plainHttpPort = typeof plainAddress === 'object' && plainAddress ? plainAddress.port : undefined;
+
+  // A self-made server certificate is issued again before it ends; new connections get it, open ones keep theirs.
+  const renewal = setInterval(() => {
+    renewTlsMaterial(tls, { dataDir: config.dataDir, settings: config.tls, now: now(), log }).then((next) => {
+      if (!next) return;
+      (app.server as unknown as TlsServer).setSecureContext({ key: next.key, cert: next.cert });
+      broker.setSecureContext(next);
+      tls = next;
+      log.info({ notAfter: next.serverNotAfter }, 'TLS server certificate renewed');
+    }, (err) => log.error({ err }, 'TLS certificate renewal failed; the current one stays'));
+  }, RENEWAL_CHECK_MS);
+  renewal.unref();
 
   const republished = await rollouts.republishAll().catch((err) => { log.error({ err }, 'republish failed'); return 0; });
   const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec, telemetry: telemetry.jobs });
-  log.info({ httpPort, mqttPort: broker.port, dataDir: config.dataDir, republished, profiles: profiles.length }, 'edgepack orchestrator listening');
+  log.info({ httpPort, mqttPort: broker.port, plainHttpPort, plainMqttPort: broker.plainPort, caFingerprint: tls.caFingerprint, tls: tls.source, dataDir: config.dataDir, republished, profiles: profiles.length }, 'edgepack orchestrator listening');
 
   let closed = false;
   return {
     httpPort,
     mqttPort: broker.port,
+    ...(plainHttpPort !== undefined ? { plainHttpPort } : {}),
+    ...(broker.plainPort !== undefined ? { plainMqttPort: broker.plainPort } : {}),
+    get caCertificate() { return tls.caCertificate; },
+    get caFingerprint() { return tls.caFingerprint; },
     adminToken: secrets.adminToken,
     app,
     store,
@@ -98,7 +143,9 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(renewal);
       await cron.stop();
+      if (plainHttp) await new Promise<void>((resolve) => { plainHttp!.closeAllConnections(); plainHttp!.close(() => resolve()); });
       await app.close();
       await builds.close();
       // Before the broker: what is queued is committed and its acks go out.
@@ -108,4 +155,21 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
       lock.release();
     },
   };
+}
+
+/**
+ * Plain HTTP beside HTTPS (--allow-plaintext): the same Fastify app, reached through its router,
+ * so every route, hook and limit is the same; a request can tell which it came by (req.protocol).
+ */
+async function listenPlainHttp(app: FastifyInstance, host: string, port: number): Promise<HttpServer> {
+  const server = createHttpServer((req, res) => app.routing(req, res));
+  // The same answers to malformed requests as on HTTPS (Fastify's clientError handler).
+  for (const l of app.server.listeners('clientError')) server.on('clientError', l as (...args: unknown[]) => void);
+  server.keepAliveTimeout = app.server.keepAliveTimeout;
+  server.requestTimeout = app.server.requestTimeout;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+  });
+  return server;
 }

@@ -24,7 +24,8 @@ export function createDeviceCredential(deviceId: string, secretKey: string, now:
   return `${ts}.${signBytes(payload(channel, deviceId, ts), secretKey)}`;
 }
 
-export type CredentialCheck = { ok: true } | { ok: false; code: 'CREDENTIAL_MALFORMED' | 'CREDENTIAL_STALE' | 'CREDENTIAL_INVALID'; reason: string };
+/** `issuedAtMs` is the credential's own timestamp: the broker ends a session a set time after it (see the session policy). */
+export type CredentialCheck = { ok: true; issuedAtMs: number } | { ok: false; code: 'CREDENTIAL_MALFORMED' | 'CREDENTIAL_STALE' | 'CREDENTIAL_INVALID'; reason: string };
 
 export function checkDeviceCredential(deviceId: string, credential: string, publicKey: string, now: Date, channel: CredentialChannel = 'mqtt'): CredentialCheck {
   const dot = credential.indexOf('.');
@@ -35,5 +36,5 @@ export function checkDeviceCredential(deviceId: string, credential: string, publ
     return { ok: false, code: 'CREDENTIAL_STALE', reason: `credential timestamp is ${Math.round(age / 1000)}s from the server clock (allowed: ${CREDENTIAL_MAX_AGE_MS / 1000}s old, ${CREDENTIAL_MAX_FUTURE_MS / 1000}s ahead)` };
   }
   if (!verifyBytes(payload(channel, deviceId, ts), credential.slice(dot + 1), publicKey)) return { ok: false, code: 'CREDENTIAL_INVALID', reason: 'credential signature does not verify' };
-  return { ok: true };
+  return { ok: true, issuedAtMs: ts };
 }

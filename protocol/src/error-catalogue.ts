@@ -39,6 +39,7 @@ export const ERROR_CATALOGUE = {
   BODY_TOO_DEEP: entry(400, false, 'the JSON body nests objects or arrays deeper than the limit'),
   RATE_LIMITED: entry(429, true, 'too many requests, or too many failed attempts, from this client; wait Retry-After seconds'),
   INTERNAL_ERROR: entry(500, true, 'an unexpected failure on the orchestrator; the log has the details'),
+  TLS_MATERIAL_INVALID: entry(500, false, 'serve refuses to start: a TLS certificate or key is unreadable, mismatched or expired'),
   DATA_DIR_LOCKED: entry(409, false, 'another orchestrator already serves this data dir; serve refuses to start'),
   STORAGE_FULL: entry(507, true, 'the orchestrator data dir has no space left; nothing was stored'),
 
@@ -121,6 +122,7 @@ export const ERROR_CATALOGUE = {
   PROFILE_MISMATCH: entry(422, false, 'the bundle is built for another profile than the device'),
   FILE_LENGTH_MISMATCH: entry(422, true, 'a downloaded file is not as long as the manifest says'),
   FILE_HASH_MISMATCH: entry(422, true, 'a downloaded file does not hash to what the manifest says'),
+  STATUS_SIGNATURE_INVALID: entry(422, false, 'the status report is unsigned, or its signature does not verify with the key the device enrolled with'),
   DESIRED_SIGNATURE_INVALID: entry(422, false, 'the desired-state envelope does not verify against any bundle key of the trusted root'),
 
   // --- trust metadata: the TUF-style root chain and the keys tooling ---
@@ -165,6 +167,8 @@ export const ERROR_CATALOGUE = {
   ENROLL_UNREACHABLE: entry(503, true, 'the agent cannot reach the orchestrator to enroll'),
   ENROLL_REFUSED: entry(400, false, 'the orchestrator refused the enrollment; the message has its error'),
   ENROLL_BAD_RESPONSE: entry(502, false, 'the enrollment answer does not fit its schema'),
+  ENROLL_SERVER_UNTRUSTED: entry(502, false, 'the server certificate chain does not hold the pinned CA; the token was not sent'),
+  ENROLL_INSECURE: entry(400, false, 'enrollment refused: plain http without --allow-plaintext, or https without a pinned CA fingerprint or --insecure-enroll'),
   DOWNLOAD_STALLED: entry(504, true, 'a bundle download made no progress after repeated requests'),
   AGENT_STOPPING: entry(503, true, 'the agent stopped before the step finished'),
   VERIFY_FAILED: entry(422, false, 'the bundle failed verification for a reason without its own code'),

@@ -15,3 +15,5 @@ export * from './desired-signature.js';
 export * from './trust-metadata.js';
 export * from './trust-verify.js';
 export * from './telemetry.js';
+export * from './status-signature.js';
+export * from './enrollment-token.js';

@@ -56,8 +56,22 @@ export const EnrollResponseSchema = Type.Object({
   name: Type.String(),
   profile: Type.String(),
   orchestratorPublicKey: Type.String(),
-  mqtt: Type.Object({ host: Type.String(), port: Type.Integer() }),
+  /**
+   * Where the device's MQTT session goes. `protocol` is `mqtts` when the device enrolled over
+   * TLS (it then connects with the CA in `tls` as its only trust anchor); absent means plain
+   * `mqtt`, as from orchestrators older than TLS.
+   */
+  mqtt: Type.Object({ host: Type.String(), port: Type.Integer(), protocol: Type.Optional(Type.Union([Type.Literal('mqtt'), Type.Literal('mqtts')])) }),
   heartbeatSec: Type.Integer({ minimum: 1 }),
+  /**
+   * The CA certificate (PEM) the orchestrator's HTTPS and MQTTS certificates chain to, and its
+   * fingerprint. The agent keeps it only if its fingerprint is the one it already pinned for the
+   * enrollment connection; from then on it is the device's only trust anchor.
+   */
+  tls: Type.Optional(Type.Object({
+    caCertificate: Type.String({ minLength: 1, maxLength: 16384 }),
+    caFingerprint: Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }),
+  })),
   /**
    * The root (trust-metadata.ts) the device pins: its keys decide which later roots and which
    * bundle keys the device will ever trust. Checked by the agent with TrustVerifier.verifyInitialRoot.
@@ -134,6 +148,12 @@ export const StatusReportSchema = Type.Object({
   reason: Type.Optional(Type.String({ maxLength: 4096 })),
   result: Type.Optional(BenchmarkResultSchema),
   at: Type.String(),
+  /**
+   * ed25519 by the device's own key over the rest of the report (status-signature.ts). Optional
+   * on the wire so an unsigned report still parses and is refused with its own code
+   * (STATUS_SIGNATURE_INVALID) rather than as a malformed message.
+   */
+  signature: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
 });
 export type StatusReport = Static<typeof StatusReportSchema>;
 

@@ -1,5 +1,6 @@
 // Delivery path figures, side by side in one run: the same bundle file fetched as MQTT chunks
-// (what agents do) and over HTTP (the Range-capable fallback), through a real orchestrator.
+// (what agents do) and over HTTP (the Range-capable fallback), through a real orchestrator, both
+// over TLS as agents use them.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,7 +29,7 @@ export async function run(): Promise<void> {
     const facts = { arch: 'x86_64', platform: 'bench', cpuModel: 'bench', cores: 1, ramBytes: 4e9, cpuFlags: [], accelerators: [], runtimes: {}, agentVersion: 'bench' };
     const dev = (await orch.api('POST', '/v1/enroll', { v: PROTOCOL_VERSION, token, publicKey: keys.publicKey, facts, profile: 'x86-64-gateway' })).body;
     await orch.api('POST', '/v1/rollouts', { buildId: b.id, target: { deviceIds: [dev.deviceId] } });
-    const c = await mqtt.connectAsync({ host: '127.0.0.1', port: orch.mqttPort, clientId: dev.deviceId, username: dev.deviceId, password: createDeviceCredential(dev.deviceId, keys.secretKey, new Date()) });
+    const c = await mqtt.connectAsync({ ...orch.mqttOptions(), clientId: dev.deviceId, username: dev.deviceId, password: createDeviceCredential(dev.deviceId, keys.secretKey, new Date()) });
     await c.subscribeAsync(deviceTopic(dev.deviceId, 'chunk'), { qos: 1 });
     const sha = up.body.model.sha256 as string;
     const total = Math.ceil(bytes.length / CHUNK_SIZE);
@@ -57,7 +58,7 @@ export async function run(): Promise<void> {
     };
     const viaHttp = async () => {
       const t0 = performance.now();
-      const res = await fetch(`${orch.url}/v1/bundles/${bundleId}/files/model.onnx`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
+      const res = await orch.fetch(`${orch.url}/v1/bundles/${bundleId}/files/model.onnx`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
       const buf = Buffer.from(await res.arrayBuffer());
       const ms = performance.now() - t0;
       if (createHash('sha256').update(buf).digest('hex') !== sha) throw new Error('http transfer corrupted');

@@ -2,7 +2,9 @@
 // exactly what an agent does on connect: signed credential, persistent session, last will,
 // three subscriptions, presence and a heartbeat) connect at once to a freshly restarted
 // orchestrator, and the same N clients connect at once to Debian's mosquitto. Meanwhile the
-// bench asks the orchestrator's API for GET /v1/devices in a loop and times every answer.
+// bench asks the orchestrator's API for GET /v1/devices in a loop and times every answer. The storm
+// goes to the orchestrator's plain MQTT listener (--allow-plaintext), like for like with mosquitto's
+// plain listener; what TLS adds is measured by tls.bench.ts.
 //
 //   EDGEPACK_BENCH_STORM_DEVICES=N   devices (default 1000)
 //   EDGEPACK_BENCH_CPU_PROF=DIR      also CPU-profile the orchestrator during the storm (--cpu-prof)
@@ -153,7 +155,7 @@ export async function run(): Promise<void> {
   const dir = await tempDir('bench-storm');
   const orchDir = join(dir.path, 'o');
   const simDir = join(dir.path, 'sim');
-  let orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30', ...STORM_LIMITS]);
+  let orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30', ...STORM_LIMITS], { plaintext: true });
   let sim: SimProc | undefined;
   let mosquitto: Awaited<ReturnType<typeof startMosquitto>> = null;
   try {
@@ -170,11 +172,11 @@ export async function run(): Promise<void> {
     //    with a dashboard polling GET /v1/devices.
     const storm = async (poll: boolean, nodeArgs: string[] = []) => {
       await orch.stop();
-      orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30', ...STORM_LIMITS], { nodeArgs });
+      orch = await startOrchestrator(orchDir, ['--log-level', 'warn', '--heartbeat-sec', '30', ...STORM_LIMITS], { nodeArgs, plaintext: true });
       const idle = poll ? await pollApi(orch, new Promise((r) => setTimeout(r, 2000))) : [];
       const s0 = performance.now();
       let readyAt = 0;
-      const starting = startSim(orch, simDir, n, ['--connect-concurrency', String(n), '--mqtt-url', `mqtt://127.0.0.1:${orch.mqttPort}`], 600_000)
+      const starting = startSim(orch, simDir, n, ['--connect-concurrency', String(n), '--mqtt-url', `mqtt://127.0.0.1:${orch.plainMqttPort}`], 600_000)
         .then((x) => { readyAt = performance.now(); return x; });
       const during = poll ? await pollApi(orch, starting.catch(() => undefined)) : [];
       sim = await starting;

@@ -61,7 +61,7 @@ test('orchestrator: an upload that fills the data disk gets 507 STORAGE_FULL and
     const full = await orch.api('POST', '/v1/enrollment-tokens', {});
     assert.equal(full.status, 507, JSON.stringify(full.body));
     assert.equal(full.body.error.code, 'STORAGE_FULL');
-    const c = await mqtt.connectAsync({ host: '127.0.0.1', port: orch.mqttPort, clientId: dev.deviceId, username: dev.deviceId, password: createDeviceCredential(dev.deviceId, keys.secretKey, new Date()), reconnectPeriod: 0 });
+    const c = await mqtt.connectAsync({ ...orch.mqttOptions(), clientId: dev.deviceId, username: dev.deviceId, password: createDeviceCredential(dev.deviceId, keys.secretKey, new Date()), reconnectPeriod: 0 });
     await c.endAsync();
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(orch.proc.child.exitCode, null, 'a failed write in a broker event does not kill the orchestrator');

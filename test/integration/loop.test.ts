@@ -107,7 +107,7 @@ test('enroll → upload → build → roll out: both devices report active with 
   const signingKey = JSON.parse(await readFile(join(orch.dataDir, 'signing-key.json'), 'utf8')).publicKey;
   assert.ok(verifyCanonical(bundle.body.bundle.manifest, bundle.body.bundle.signature, signingKey));
   const modelFile = bundle.body.bundle.manifest.files.find((f: any) => f.role === 'model');
-  const res = await fetch(`${orch.url}/v1/bundles/${bundle.body.bundle.id}/files/${modelFile.path}`, {
+  const res = await orch.fetch(`${orch.url}/v1/bundles/${bundle.body.bundle.id}/files/${modelFile.path}`, {
     headers: { authorization: `Bearer ${orch.adminToken}`, range: 'bytes=100-1123' },
   });
   assert.equal(res.status, 206);

@@ -12,6 +12,7 @@ import mqtt from 'mqtt';
 import { MANIFEST_SCHEMA_ID, PROTOCOL_VERSION, createDeviceCredential, deviceTopic, generateKeyPair, type Manifest } from '@edgepack/protocol';
 import { BlobStore } from '@edgepack/orchestrator/blob-store.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
+import { parseServeConfig } from '@edgepack/orchestrator/config.js';
 import { startServer, type RunningServer } from '@edgepack/orchestrator/server.js';
 import { tempDir, until } from '../support/processes.js';
 import { connectPacket, rawMqtt, type RawMqtt } from '../support/raw-mqtt.js';
@@ -29,7 +30,7 @@ const facts = { arch: 'x86_64', platform: 'linux', cpuModel: 'x', cores: 4, ramB
 
 async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any; ms: number }> {
   const t0 = Date.now();
-  const res = await fetch(`http://127.0.0.1:${server.httpPort}${path}`, {
+  const res = await fetch(`http://127.0.0.1:${server.plainHttpPort}${path}`, {
     method, signal: AbortSignal.timeout(20_000),
     headers: { authorization: `Bearer ${server.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -40,9 +41,12 @@ async function api(method: string, path: string, body?: unknown): Promise<{ stat
 before(async () => {
   dir = await tempDir('slow-device');
   const log = createLogger('info', { write: (l: string) => { logLines.push(JSON.parse(l)); } });
+  // The raw clients below speak plain MQTT and HTTP: the plain listeners beside TLS (--allow-plaintext).
+  const parsed = parseServeConfig(['--data-dir', join(dir.path, 'data'), '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0',
+    '--allow-plaintext', '--plain-http-port', '0', '--plain-mqtt-port', '0', '--heartbeat-sec', '15', '--offline-after-sec', '3600', '--max-model-mb', '1'], {});
+  if (parsed === 'help') throw new Error('unexpected help');
   server = await startServer({
-    dataDir: join(dir.path, 'data'), httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, publicHost: '127.0.0.1',
-    maxModelBytes: 1 << 20, heartbeatSec: 15, offlineAfterSec: 3600, bundleTtlDays: 30, enrollmentTokenTtlSec: 3600, logLevel: 'info',
+    ...parsed,
     // A stalled queue is cut after 3 s instead of 10, to keep the test short.
     limits: { mqtt: { queueStallMs: 3000 } },
   }, { log });
@@ -81,7 +85,7 @@ after(async () => {
 function goodDevice(id = 'dev_good', secretKey = keys.good.secretKey): Promise<mqtt.MqttClient> {
   return new Promise((resolve, reject) => {
     const c = mqtt.connect({
-      host: '127.0.0.1', port: server.mqttPort, clientId: id, username: id, password: createDeviceCredential(id, secretKey, new Date()),
+      host: '127.0.0.1', port: server.plainMqttPort, clientId: id, username: id, password: createDeviceCredential(id, secretKey, new Date()),
       reconnectPeriod: 0, connectTimeout: 5000,
     });
     c.once('connect', () => resolve(c));
@@ -95,7 +99,7 @@ test('a device that stops reading its socket and floods chunk requests stalls no
   const good = await goodDevice();
   let slow: RawMqtt | undefined;
   try {
-    slow = await rawMqtt(server.mqttPort);
+    slow = await rawMqtt(server.plainMqttPort!);
     slow.send(connectPacket('dev_slow', createDeviceCredential('dev_slow', keys.slow.secretKey, new Date())));
     assert.equal((await slow.next('connack') as { returnCode: number }).returnCode, 0);
     slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: deviceTopic('dev_slow', 'chunk'), qos: 1 }, { topic: deviceTopic('dev_slow', 'notice'), qos: 1 }] });
@@ -138,7 +142,7 @@ test('a device that stops reading its socket and floods chunk requests stalls no
 });
 
 test('a device that reads but never acknowledges: at most the inflight cap is sent, requests past its queue get CHUNK_REQUESTS_LIMITED, and it is cut off', async () => {
-  const c = await rawMqtt(server.mqttPort);
+  const c = await rawMqtt(server.plainMqttPort!);
   try {
     c.send(connectPacket('dev_acker', createDeviceCredential('dev_acker', keys.acker.secretKey, new Date())));
     assert.equal((await c.next('connack') as { returnCode: number }).returnCode, 0);

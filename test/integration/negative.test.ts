@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createConnection } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
@@ -135,9 +135,9 @@ test('a malformed upload gets 400 with a reason, and nothing is stored', async (
 });
 
 test('an upload abandoned half-way leaves no temp file behind', async () => {
-  const { request } = await import('node:http');
+  const { request } = await import('node:https');
   const req = request(`${orch.url}/v1/models?name=abandoned&version=1`, {
-    method: 'POST',
+    method: 'POST', ca: orch.caCertificate,
     headers: { authorization: `Bearer ${orch.adminToken}`, 'content-type': 'application/octet-stream', 'content-length': String(4 << 20) },
   });
   req.on('error', () => undefined);
@@ -160,7 +160,7 @@ async function enrollIntruder(): Promise<{ id: string; secretKey: string }> {
 
 function connect(id: string, password: string): Promise<mqtt.MqttClient> {
   return new Promise((resolve, reject) => {
-    const c = mqtt.connect({ host: '127.0.0.1', port: orch.mqttPort, clientId: id, username: id, password, reconnectPeriod: 0, connectTimeout: 5000 });
+    const c = mqtt.connect({ ...orch.mqttOptions(), clientId: id, username: id, password, reconnectPeriod: 0, connectTimeout: 5000 });
     c.once('connect', () => resolve(c));
     c.once('error', (err) => { c.end(true); reject(err); });
   });
@@ -220,8 +220,8 @@ test('MQTT: hostile payloads on a device\'s own topics get a notice with a reaso
     c.end(true);
   }
   // An unauthenticated client announcing a 200 MB CONNECT is cut off at the fixed header.
-  const raw = createConnection({ host: '127.0.0.1', port: orch.mqttPort });
-  await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+  const raw = tlsConnect({ host: '127.0.0.1', port: orch.mqttPort, ca: orch.caCertificate });
+  await new Promise<void>((resolve) => raw.once('secureConnect', () => resolve()));
   const cut = new Promise<void>((resolve) => raw.once('close', () => resolve()));
   raw.write(Buffer.from([0x10, 0x80, 0x80, 0x80, 0x64, 0x00, 0x04]));
   await cut;
@@ -289,7 +289,7 @@ test('a device cannot claim another device\'s bundle by reporting it as active',
     c.publish(deviceTopic(intruder.id, 'heartbeat'), JSON.stringify({ v: 1, deviceId: intruder.id, uptimeSec: 1, activeBundle: firstBundle, agentVersion: 'x', at: new Date().toISOString() }), { qos: 1 });
     await until('heartbeat recorded', async () => (await orch.api('GET', `/v1/devices/${intruder.id}`)).body.device.lastHeartbeat);
     const auth = { authorization: `Device ${intruder.id}:${createDeviceCredential(intruder.id, intruder.secretKey, new Date(), 'http')}` };
-    const http = await fetch(`${orch.url}/v1/bundles/${firstBundle}`, { headers: auth });
+    const http = await orch.fetch(`${orch.url}/v1/bundles/${firstBundle}`, { headers: auth });
     assert.equal(http.status, 403);
     const manifest = (await orch.api('GET', `/v1/bundles/${firstBundle}`)).body.bundle.manifest;
     c.publish(deviceTopic(intruder.id, 'chunk-request'), JSON.stringify({ v: 1, bundleId: firstBundle, sha256: manifest.files[0].sha256, index: 0, count: 1 }), { qos: 1 });

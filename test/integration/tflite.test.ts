@@ -117,7 +117,7 @@ test('a .tflite uploaded directly is inspected, packaged as is, and runs on the 
   // Take the converter's own output from the first build as the "user's" .tflite.
   const bundle = (await orch.api('GET', `/v1/bundles/${previous}`)).body.bundle;
   const file = bundle.manifest.files.find((f: any) => f.role === 'model');
-  const bytes = new Uint8Array(await (await fetch(`${orch.url}/v1/bundles/${previous}/files/${file.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } })).arrayBuffer());
+  const bytes = new Uint8Array(await (await orch.fetch(`${orch.url}/v1/bundles/${previous}/files/${file.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } })).arrayBuffer());
   const up = await orch.api('POST', '/v1/models?name=direct-tflite&version=1', bytes);
   assert.equal(up.status, 201, JSON.stringify(up.body));
   assert.equal(up.body.model.format, 'tflite');

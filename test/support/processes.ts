@@ -2,6 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { IClientOptions } from 'mqtt';
+import { Agent as HttpDispatcher, fetch as undiciFetch } from 'undici';
 import { AGENT_CLI, ORCHESTRATOR_CLI } from './paths.js';
 
 export interface Proc {
@@ -68,25 +70,57 @@ export async function tempDir(prefix: string): Promise<{ path: string; remove: (
 
 export interface Orchestrator {
   proc: Proc;
+  /** https://127.0.0.1:<port>: every orchestrator in the tests serves TLS, with its self-made CA unless told otherwise. */
   url: string;
   httpPort: number;
+  /** The MQTTS port. */
   mqttPort: number;
+  /** With `plaintext: true` (--allow-plaintext): http://127.0.0.1:<port> and the plain MQTT port. */
+  plainUrl?: string;
+  plainMqttPort?: number;
   dataDir: string;
   adminToken: string;
+  /** The CA the orchestrator's certificates chain to (PEM), and its `sha256:` fingerprint. */
+  caCertificate: string;
+  caFingerprint: string;
+  /** fetch that trusts only the orchestrator's CA, for `url` (and any other URL). */
+  fetch: (url: string, init?: Parameters<typeof undiciFetch>[1]) => ReturnType<typeof undiciFetch>;
+  /** mqtt.js options for the MQTTS broker, trusting only the orchestrator's CA. */
+  mqttOptions: () => IClientOptions;
   api: <T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number; body: T; headers: Record<string, string> }>;
   stop: () => Promise<void>;
 }
 
-export async function startOrchestrator(dataDir: string, extraArgs: string[] = [], opts: { nodeArgs?: string[] } = {}): Promise<Orchestrator> {
-  const proc = startProcess(ORCHESTRATOR_CLI(), ['serve', '--data-dir', dataDir, '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--heartbeat-sec', '2', '--log-level', 'debug', ...extraArgs], {}, opts.nodeArgs);
+/** A fetch whose only trust anchor is `ca` (undici's own fetch: Node's global one takes no CA). */
+export function fetchTrusting(ca: string): Orchestrator['fetch'] {
+  const dispatcher = new HttpDispatcher({ connect: { ca, rejectUnauthorized: true } });
+  return (url, init = {}) => undiciFetch(url, { ...init, dispatcher });
+}
+
+export interface OrchestratorOptions {
+  nodeArgs?: string[];
+  /** Also serve plain HTTP and MQTT on ephemeral ports (--allow-plaintext). */
+  plaintext?: boolean;
+  /** The CA file to trust when the orchestrator is given its own certificate (--tls-cert); default DIR/tls/ca-cert.pem. */
+  caFile?: string;
+}
+
+export async function startOrchestrator(dataDir: string, extraArgs: string[] = [], opts: OrchestratorOptions = {}): Promise<Orchestrator> {
+  const plain = opts.plaintext ? ['--allow-plaintext', '--plain-http-port', '0', '--plain-mqtt-port', '0'] : [];
+  const proc = startProcess(ORCHESTRATOR_CLI(), ['serve', '--data-dir', dataDir, '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--heartbeat-sec', '2', '--log-level', 'debug', ...plain, ...extraArgs], {}, opts.nodeArgs);
   const ev = await proc.event('listening');
   const adminToken = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
-  const url = `http://127.0.0.1:${ev.httpPort}`;
+  const caCertificate = await readFile(opts.caFile ?? join(dataDir, 'tls', 'ca-cert.pem'), 'utf8');
+  const url = `https://127.0.0.1:${ev.httpPort}`;
+  const caFetch = fetchTrusting(caCertificate);
+  const mqttPort = ev.mqttPort as number;
   return {
-    proc, url, httpPort: ev.httpPort as number, mqttPort: ev.mqttPort as number, dataDir, adminToken,
+    proc, url, httpPort: ev.httpPort as number, mqttPort, dataDir, adminToken, caCertificate, caFingerprint: ev.caFingerprint as string, fetch: caFetch,
+    ...(ev.plainHttpPort !== undefined ? { plainUrl: `http://127.0.0.1:${ev.plainHttpPort}`, plainMqttPort: ev.plainMqttPort as number } : {}),
+    mqttOptions: () => ({ protocol: 'mqtts', host: '127.0.0.1', port: mqttPort, ca: [caCertificate], rejectUnauthorized: true }),
     api: async (method, path, body, headers = {}) => {
       const isBytes = body instanceof Uint8Array;
-      const res = await fetch(url + path, {
+      const res = await caFetch(url + path, {
         method,
         headers: {
           authorization: `Bearer ${adminToken}`,
@@ -104,8 +138,14 @@ export async function startOrchestrator(dataDir: string, extraArgs: string[] = [
   };
 }
 
-export async function startAgent(o: Orchestrator, dataDir: string, opts: { profile?: string; name?: string; env?: Record<string, string>; enroll?: boolean } = {}): Promise<Proc> {
-  const args = ['--server', o.url, '--data-dir', dataDir, '--bench-runs', '10', '--log-level', 'debug'];
+/**
+ * An agent process. It enrolls (unless `enroll: false`) with a token from the API, which pins
+ * the orchestrator's CA (enr_…#sha256:…), so every agent in the tests enrolls and connects over
+ * TLS. `plaintext: true` enrolls over the plain listener instead, with the agent's --allow-plaintext.
+ */
+export async function startAgent(o: Orchestrator, dataDir: string, opts: { profile?: string; name?: string; env?: Record<string, string>; enroll?: boolean; plaintext?: boolean } = {}): Promise<Proc> {
+  if (opts.plaintext && !o.plainUrl) throw new Error('startAgent({ plaintext }) needs an orchestrator started with { plaintext: true }');
+  const args = ['--server', opts.plaintext ? o.plainUrl! : o.url, '--data-dir', dataDir, '--bench-runs', '10', '--log-level', 'debug', ...(opts.plaintext ? ['--allow-plaintext'] : [])];
   if (opts.enroll !== false) {
     const t = await o.api('POST', '/v1/enrollment-tokens', {});
     if (t.status !== 201) throw new Error(`enrollment token: ${t.status} ${JSON.stringify(t.body)}`);

@@ -12,7 +12,8 @@ export interface SimProc extends Proc {
 /** Starts `edgepack-sim` against `o` on `dataDir` and waits for its ready line. */
 export async function startSim(o: Orchestrator, dataDir: string, devices: number, args: string[] = [], timeoutMs = 30_000): Promise<SimProc> {
   const proc = startProcess(SIM_BIN(), [
-    '--server', o.url, '--admin-token-file', join(o.dataDir, 'admin-token'), '--devices', String(devices), '--data-dir', dataDir, '--log-level', 'warn', ...args,
+    '--server', o.url, '--ca-file', join(o.dataDir, 'tls', 'ca-cert.pem'), '--admin-token-file', join(o.dataDir, 'admin-token'),
+    '--devices', String(devices), '--data-dir', dataDir, '--log-level', 'warn', ...args,
   ]);
   try {
     const ready = await proc.event('ready', timeoutMs);

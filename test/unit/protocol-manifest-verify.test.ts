@@ -245,7 +245,7 @@ const DEV = generateKeyPair();
 test('device credential: a fresh credential verifies', () => {
   const cred = createDeviceCredential('dev_abc', DEV.secretKey, NOW);
   assert.match(cred, /^\d+\..+$/);
-  assert.deepEqual(checkDeviceCredential('dev_abc', cred, DEV.publicKey, NOW), { ok: true });
+  assert.deepEqual(checkDeviceCredential('dev_abc', cred, DEV.publicKey, NOW), { ok: true, issuedAtMs: NOW.getTime() });
   // within the window: up to MAX_AGE old, up to MAX_FUTURE ahead of the server clock
   assert.equal(checkDeviceCredential('dev_abc', cred, DEV.publicKey, new Date(NOW.getTime() + CREDENTIAL_MAX_AGE_MS)).ok, true);
   assert.equal(checkDeviceCredential('dev_abc', cred, DEV.publicKey, new Date(NOW.getTime() - CREDENTIAL_MAX_FUTURE_MS)).ok, true);

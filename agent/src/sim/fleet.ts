@@ -2,6 +2,8 @@ import {
   DesiredStateSchema, EdgepackError, NoticeSchema, Validator, createChunkDecoder, TrustVerifier, errorCode, errorMessage,
 } from '@edgepack/protocol';
 import { enroll } from '../enroll.js';
+import { Agent as HttpsAgent } from 'node:https';
+import { requestText } from '../pinned-tls.js';
 import { detectFacts } from '../facts.js';
 import type { Logger } from '../logger.js';
 import { FleetStore, emptyDeviceState, type StoredDevice } from './fleet-store.js';
@@ -26,14 +28,20 @@ export interface FleetOptions {
   enrollConcurrency?: number;
   /** Connects awaiting CONNACK at once; Infinity (or ≥ devices) lets every device connect at once. */
   connectConcurrency?: number;
-  /** Broker to use instead of the one enrollment named (e.g. mqtt://127.0.0.1:1883). */
+  /** Broker to use instead of the one enrollment named (e.g. mqtt://127.0.0.1:1883 or mqtts://…:8883, which trusts the enrolled CA). */
   mqttUrl?: string;
   stallMs?: number;
   maxStallAsks?: number;
   agentVersion?: string;
   log?: Logger;
   now?: () => Date;
-  fetchImpl?: typeof fetch;
+  /** The orchestrator's CA certificate (PEM), trusted for the admin API over https (data/tls/ca-cert.pem). */
+  caCertificate?: string;
+  /** As the agent's flags: enroll over plain http / trust an unpinned CA on first use. */
+  allowPlaintext?: boolean;
+  insecureEnroll?: boolean;
+  /** Offer the last TLS session on reconnect (default true). */
+  tlsResume?: boolean;
 }
 
 export interface FleetStats {
@@ -123,25 +131,40 @@ export function offlineIndexes(indexes: readonly number[], rate: number, seed: s
   return new Set(ranked.slice(0, k));
 }
 
-async function adminRequest(o: FleetOptions, method: string, path: string, body: unknown): Promise<unknown> {
+/**
+ * The admin API is called once or twice per enrolled device: over https one kept-alive connection
+ * per enrollment slot, trusting only the orchestrator's CA, saves a TLS handshake per call.
+ */
+function adminAgent(o: FleetOptions): HttpsAgent | undefined {
+  return o.caCertificate ? new HttpsAgent({ keepAlive: true, ca: o.caCertificate, maxSockets: o.enrollConcurrency ?? 8 }) : undefined;
+}
+
+async function adminRequest(o: FleetOptions, method: string, path: string, body: unknown, agent?: HttpsAgent): Promise<unknown> {
   if (!o.adminToken) throw new EdgepackError('CONFIG_INVALID', `enrolling devices needs the admin token: pass --admin-token-file (or EDGEPACK_SIM_ADMIN_TOKEN_FILE) for ${method} ${path}`);
-  const url = new URL(path, o.server).toString();
+  const url = new URL(path, o.server);
+  if (url.protocol === 'https:' && !o.caCertificate) {
+    throw new EdgepackError('CONFIG_INVALID', `the admin API at ${url.origin} is https: pass --ca-file with the orchestrator's CA certificate (its data/tls/ca-cert.pem)`);
+  }
+  if (url.protocol === 'http:' && !o.allowPlaintext) throw new EdgepackError('ENROLL_INSECURE', `${url.origin} is plain http: the admin token would cross the network unprotected; use https, or pass --allow-plaintext`);
   for (let attempt = 1; ; attempt++) {
-    let res: Response;
+    let res;
     try {
-      res = await (o.fetchImpl ?? fetch)(url, { method, headers: { authorization: `Bearer ${o.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      res = await requestText(url, {
+        method, headers: { authorization: `Bearer ${o.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body), ...(o.caCertificate ? { ca: o.caCertificate } : {}),
+        ...(agent && url.protocol === 'https:' ? { agent } : {}),
+      });
     } catch (err) {
       if (attempt < 5) { await new Promise((r) => setTimeout(r, 200 * attempt)); continue; }
-      throw new EdgepackError('ENROLL_UNREACHABLE', `cannot reach ${url}: ${errorMessage(err)}`);
+      throw new EdgepackError('ENROLL_UNREACHABLE', `cannot reach ${url.toString()}: ${errorMessage(err)}`);
     }
-    const text = await res.text();
+    const { text } = res;
     // A rate limit or a busy server: wait and ask again rather than abandon the fleet.
     if ((res.status === 429 || res.status === 503) && attempt < 8) {
-      const after = Number(res.headers.get('retry-after'));
+      const after = Number(res.headers['retry-after']);
       await new Promise((r) => setTimeout(r, Number.isFinite(after) && after > 0 ? after * 1000 : 250 * attempt));
       continue;
     }
-    if (!res.ok) throw new EdgepackError('ENROLL_REFUSED', `${method} ${path} answered ${res.status}: ${text.slice(0, 500)}`);
+    if (res.status < 200 || res.status >= 300) throw new EdgepackError('ENROLL_REFUSED', `${method} ${path} answered ${res.status}: ${text.slice(0, 500)}`);
     return text ? JSON.parse(text) : null;
   }
 }
@@ -168,7 +191,11 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   const have = new Set(stored.map((d) => d.index));
   const missing = Array.from({ length: o.devices }, (_, i) => i + 1).filter((i) => !have.has(i));
   const offline = offlineIndexes(Array.from({ length: o.devices }, (_, i) => i + 1), o.offlineRate ?? 0, seed);
-  const mqttOverride = o.mqttUrl ? (() => { const u = new URL(o.mqttUrl); return { host: u.hostname, port: Number(u.port || 1883) }; })() : undefined;
+  const mqttOverride = o.mqttUrl ? (() => {
+    const u = new URL(o.mqttUrl);
+    const protocol = u.protocol === 'mqtts:' ? 'mqtts' as const : 'mqtt' as const;
+    return { host: u.hostname, port: Number(u.port || (protocol === 'mqtts' ? 8883 : 1883)), protocol };
+  })() : undefined;
 
   let dirty = false;
   let firstConnectMs: number | undefined;
@@ -199,7 +226,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     decodeChunk: createChunkDecoder(),
     settings: {
       seed, failRate: o.failRate ?? 0, failCode: o.failCode ?? 'GOLDEN_MISMATCH', p95Factor: o.p95Factor ?? 1, speed: o.speed ?? {},
-      stallMs: o.stallMs ?? 10_000, maxStallAsks: o.maxStallAsks ?? 6, ...(mqttOverride ? { mqtt: mqttOverride } : {}),
+      stallMs: o.stallMs ?? 10_000, maxStallAsks: o.maxStallAsks ?? 6, ...(mqttOverride ? { mqtt: mqttOverride } : {}), tlsResume: o.tlsResume ?? true,
     },
     connectSlot: async () => {
       const release = await slot();
@@ -251,26 +278,32 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     const e0 = Date.now();
     log.info({ count: missing.length, concurrency: o.enrollConcurrency ?? 8 }, 'enrolling devices');
     const facts = detectFacts({ onnxruntimeVersion: null, executionProviders: [], agentVersion });
+    const agent = adminAgent(o);
     try {
       await pool(missing, o.enrollConcurrency ?? 8, async (index) => {
-        const { token } = await adminRequest(o, 'POST', '/v1/enrollment-tokens', {}) as { token: string };
+        const { token } = await adminRequest(o, 'POST', '/v1/enrollment-tokens', {}, agent) as { token: string };
         let identity;
         for (let attempt = 1; ; attempt++) {
           try {
-            identity = await enroll({ server: o.server, token, facts, name: `sim-${pad(index)}`, ...(o.profile ? { profile: o.profile } : {}), ...(o.fetchImpl ? { fetchImpl: o.fetchImpl } : {}) });
+            identity = await enroll({
+              server: o.server, token, facts, name: `sim-${pad(index)}`, ...(o.profile ? { profile: o.profile } : {}),
+              allowPlaintext: o.allowPlaintext === true, insecureEnroll: o.insecureEnroll === true,
+            });
             break;
           } catch (err) {
             if (errorCode(err) !== 'ENROLL_UNREACHABLE' || attempt >= 3) throw err;
             await new Promise((r) => setTimeout(r, 200 * attempt));
           }
         }
-        if (o.tags?.length) await adminRequest(o, 'PATCH', `/v1/devices/${identity.deviceId}`, { tags: o.tags });
+        if (o.tags?.length) await adminRequest(o, 'PATCH', `/v1/devices/${identity.deviceId}`, { tags: o.tags }, agent);
         await store.addIdentity(index, identity);
         add({ index, identity, state: emptyDeviceState() });
       });
     } catch (err) {
       await stop().catch(() => undefined);
       throw err;
+    } finally {
+      agent?.destroy();
     }
     await store.syncIdentities();
     enrollMs = Date.now() - e0;

@@ -42,6 +42,16 @@ async function main(argv: string[]): Promise<number> {
     }
   }
 
+  let caCertificate: string | undefined;
+  if (config.caFile) {
+    try {
+      caCertificate = await readFile(config.caFile, 'utf8');
+    } catch (err) {
+      console.error(`edgepack-sim: cannot read --ca-file ${config.caFile}: ${errorMessage(err)}`);
+      return 2;
+    }
+  }
+
   // Stop asked for before the fleet is up still ends cleanly, once it is.
   let stopRequested = false;
   let wake: () => void = () => undefined;
@@ -56,6 +66,8 @@ async function main(argv: string[]): Promise<number> {
     p95Factor: config.p95Factor, offlineRate: config.offlineRate, speed: config.speed, seed: config.seed,
     enrollConcurrency: config.enrollConcurrency, connectConcurrency: config.connectConcurrency,
     ...(config.mqttUrl ? { mqttUrl: config.mqttUrl } : {}), stallMs: config.stallMs, agentVersion: `edgepack-sim/${version}`, log,
+    ...(caCertificate ? { caCertificate } : {}), allowPlaintext: config.allowPlaintext === true, insecureEnroll: config.insecureEnroll === true,
+    tlsResume: config.noTlsResume !== true,
   });
   const summary = setInterval(() => console.log(summaryLine(fleet.stats())), 1000);
   void fleet.ready.then((r) => {

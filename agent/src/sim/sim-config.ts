@@ -25,9 +25,13 @@ export interface SimConfig {
   mqttUrl?: string;
   stallMs: number;
   logLevel: string;
+  caFile?: string;
+  allowPlaintext?: boolean;
+  insecureEnroll?: boolean;
+  noTlsResume?: boolean;
 }
 
-type Kind = 'url' | 'path' | 'string' | 'positive-int' | 'ratio' | 'positive-number' | 'list' | 'code' | 'speed' | 'level';
+type Kind = 'url' | 'path' | 'string' | 'positive-int' | 'ratio' | 'positive-number' | 'list' | 'code' | 'speed' | 'level' | 'flag';
 
 interface OptionSpec {
   flag: string;
@@ -55,9 +59,13 @@ export const SIM_OPTIONS: readonly OptionSpec[] = [
   { flag: 'seed', env: 'EDGEPACK_SIM_SEED', arg: 'S', key: 'seed', kind: 'string', default: 'edgepack-sim', help: 'seed of every random choice (failures, offline devices, baselines)' },
   { flag: 'enroll-concurrency', env: 'EDGEPACK_SIM_ENROLL_CONCURRENCY', arg: 'N', key: 'enrollConcurrency', kind: 'positive-int', default: '8', help: 'enrollments in flight at once' },
   { flag: 'connect-concurrency', env: 'EDGEPACK_SIM_CONNECT_CONCURRENCY', arg: 'N', key: 'connectConcurrency', kind: 'positive-int', default: '64', help: 'MQTT connects awaiting CONNACK at once (set N = --devices for a reconnect storm)' },
-  { flag: 'mqtt-url', env: 'EDGEPACK_SIM_MQTT_URL', arg: 'URL', key: 'mqttUrl', kind: 'url', help: 'broker to use instead of the one enrollment named, e.g. mqtt://127.0.0.1:1883 (benchmarks)' },
+  { flag: 'mqtt-url', env: 'EDGEPACK_SIM_MQTT_URL', arg: 'URL', key: 'mqttUrl', kind: 'url', help: 'broker to use instead of the one enrollment named, e.g. mqtt://127.0.0.1:1883 or mqtts://127.0.0.1:8883 (benchmarks)' },
   { flag: 'stall-ms', env: 'EDGEPACK_SIM_STALL_MS', arg: 'MS', key: 'stallMs', kind: 'positive-int', default: '10000', help: 'a transfer with no chunk for this long is asked again' },
   { flag: 'log-level', env: 'EDGEPACK_SIM_LOG_LEVEL', arg: 'LEVEL', key: 'logLevel', kind: 'level', default: 'info', help: 'fatal|error|warn|info|debug|trace (logs go to stderr)' },
+  { flag: 'ca-file', env: 'EDGEPACK_SIM_CA_FILE', arg: 'FILE', key: 'caFile', kind: 'path', help: 'the orchestrator\'s CA certificate, trusted for the admin API over https (its data/tls/ca-cert.pem)' },
+  { flag: 'allow-plaintext', env: 'EDGEPACK_SIM_ALLOW_PLAINTEXT', arg: '', key: 'allowPlaintext', kind: 'flag', help: 'allow http:// and plain MQTT, as the agent\'s flag' },
+  { flag: 'insecure-enroll', env: 'EDGEPACK_SIM_INSECURE_ENROLL', arg: '', key: 'insecureEnroll', kind: 'flag', help: 'trust an unpinned CA on first use, as the agent\'s flag' },
+  { flag: 'no-tls-resume', env: 'EDGEPACK_SIM_NO_TLS_RESUME', arg: '', key: 'noTlsResume', kind: 'flag', help: 'never resume a TLS session on reconnect (to measure full handshakes)' },
 ];
 
 // pino's levels. Not imported from ../config.js, which is being reworked on main.
@@ -69,7 +77,7 @@ export class SimConfigError extends Error {
 
 export function simHelp(): string {
   const rows = SIM_OPTIONS.map((o) => {
-    const left = `  --${o.flag} ${o.arg}`.padEnd(30);
+    const left = `  --${o.flag}${o.arg ? ` ${o.arg}` : ''}`.padEnd(30);
     const right = `${o.help}${o.default ? ` (default ${o.default})` : ''}${o.required ? ' [required]' : ''}`;
     return `${left}${right}\n${' '.repeat(30)}env ${o.env}`;
   });
@@ -151,7 +159,7 @@ export function parseSimConfig(argv: string[], env: NodeJS.ProcessEnv): SimConfi
     ({ values } = parseArgs({
       args: argv,
       options: {
-        ...Object.fromEntries(SIM_OPTIONS.map((o) => [o.flag, { type: 'string' as const }])),
+        ...Object.fromEntries(SIM_OPTIONS.map((o) => [o.flag, { type: o.kind === 'flag' ? 'boolean' as const : 'string' as const }])),
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -164,6 +172,15 @@ export function parseSimConfig(argv: string[], env: NodeJS.ProcessEnv): SimConfi
   if (values.version) return 'version';
   const config: Record<string, unknown> = {};
   for (const o of SIM_OPTIONS) {
+    if (o.kind === 'flag') {
+      const raw = env[o.env]?.trim().toLowerCase();
+      if (values[o.flag] === true) config[o.key] = true;
+      else if (raw !== undefined && raw !== '') {
+        if (['1', 'true', 'yes', 'on'].includes(raw)) config[o.key] = true;
+        else if (!['0', 'false', 'no', 'off'].includes(raw)) throw new SimConfigError(`${o.env} must be 1 or 0 (true/false), got ${JSON.stringify(env[o.env])}`);
+      }
+      continue;
+    }
     const fromFlag = values[o.flag] as string | undefined;
     const fromEnv = env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined;
     const raw = fromFlag ?? fromEnv ?? o.default;

@@ -1,6 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import {
-  DeviceTopic, PROTOCOL_VERSION, deviceTopic, errorCode, errorMessage, pinnedKeyRoot, verifyFileIntegrity,
+  DeviceTopic, PROTOCOL_VERSION, deviceTopic, errorCode, errorMessage, pinnedKeyRoot, signStatusReport, verifyFileIntegrity,
   type BenchmarkResult, type DecodedChunk, type DesiredState, type DesiredStateSchema, type DeviceTopicKind, type NoticeSchema,
   type SignedManifest, type SignedRoot, type TrustVerifier, type Validator,
 } from '@edgepack/protocol';
@@ -8,7 +8,7 @@ import { RECENT_LIMIT } from '../agent-state.js';
 import { ChunkTransfer, HashingChunkSink, noticeRefusesTransfer, stalledAfterRefusal } from '../chunk-transfer.js';
 import { answerOldDesired, classifyDesired, parseDesired } from '../desired-check.js';
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from '../device-reports.js';
-import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay } from '../device-session.js';
+import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay, rememberTlsSession } from '../device-session.js';
 import type { Logger } from '../logger.js';
 import { isTerminal, nextPhase, reportedState, type UpdateEvent } from '../update-machine.js';
 import { HELD_LIMIT, type HeldBundle, type SimDeployment, type StoredDevice } from './fleet-store.js';
@@ -40,7 +40,9 @@ export interface FleetContext {
     stallMs: number;
     maxStallAsks: number;
     /** Broker to use instead of the enrolled one. */
-    mqtt?: { host: string; port: number };
+    mqtt?: { host: string; port: number; protocol: 'mqtt' | 'mqtts' };
+    /** Offer the last TLS session again on reconnect (default true); off to measure full handshakes. */
+    tlsResume: boolean;
   };
   /** Bounds the connects awaiting CONNACK; resolves with the function that frees the slot. */
   connectSlot: () => Promise<() => void>;
@@ -69,6 +71,7 @@ export class SimDevice {
   private control: Promise<void> = Promise.resolve();
   private reconnectTimer?: NodeJS.Timeout;
   private lastHeartbeatMs = 0;
+  private tlsSession?: Buffer;
   /** sha256 → what arrived, for the verifying step of the deployment in progress. */
   private digests = new Map<string, { sha256: string; length: number }>();
   connected = false;
@@ -146,8 +149,10 @@ export class SimDevice {
     const free = () => { if (!released) { released = true; release(); } };
     if (this.stopped) return free();
     this.ctx.counters.connects++;
-    const client = mqtt.connect(deviceClientOptions(this.rec.identity, this.ctx.now(), this.ctx.settings.mqtt));
+    const { identity } = this.rec;
+    const client = mqtt.connect(deviceClientOptions(identity, this.ctx.now(), this.ctx.settings.mqtt ?? identity.mqtt, this.ctx.settings.tlsResume ? this.tlsSession : undefined));
     this.client = client;
+    if (this.ctx.settings.tlsResume) rememberTlsSession(client, (session) => { this.tlsSession = session; });
     client.on('connect', () => {
       free();
       this.backoffMs = 1000;
@@ -471,6 +476,6 @@ export class SimDevice {
 
   private report(d: SimDeployment): void {
     this.ctx.counters.reports++;
-    this.publish(DeviceTopic.status, statusReport(this.id, d));
+    this.publish(DeviceTopic.status, signStatusReport(statusReport(this.id, d), this.rec.identity.secretKey));
   }
 }

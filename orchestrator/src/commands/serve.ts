@@ -33,7 +33,11 @@ export async function run(argv: string[]): Promise<number> {
     process.exit(1);
   }
   // Machine-readable start line: scripts and tests read the ports from it.
-  console.log(JSON.stringify({ event: 'listening', httpPort: server.httpPort, mqttPort: server.mqttPort, dataDir: config.dataDir }));
+  console.log(JSON.stringify({
+    event: 'listening', httpPort: server.httpPort, mqttPort: server.mqttPort,
+    ...(server.plainHttpPort !== undefined ? { plainHttpPort: server.plainHttpPort, plainMqttPort: server.plainMqttPort } : {}),
+    caFingerprint: server.caFingerprint, dataDir: config.dataDir,
+  }));
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'shutting down');

@@ -25,6 +25,12 @@ export interface AppDeps {
   /** The root a device pins at enrollment (trust-chain.ts); absent in tests that do not enroll through the chain. */
   trustedRoot?: () => unknown;
   mqttPort: () => number;
+  /**
+   * TLS facts enrollment hands out (server.ts): the CA devices pin, and the plain MQTT port for
+   * devices enrolling over plain HTTP (--allow-plaintext; null without it). Absent in tests that
+   * build the app without TLS: enrollment then answers plain `mqtt` on `mqttPort`.
+   */
+  tls?: { caCertificate: () => string; caFingerprint: () => string; plainMqttPort: () => number | null };
   rollouts: RolloutService;
   builds: BuildQueue;
   onDeviceRevoked: (deviceId: string) => Promise<void>;

@@ -39,7 +39,7 @@ const newRequestId = () => `req_${randomBytes(8).toString('hex')}`;
  * Builds the Fastify app without listening, so tests drive it with inject() and the server
  * adapter decides where it listens.
  */
-export function buildApp(given: AppDeps): FastifyInstance {
+export function buildApp(given: AppDeps, server: { https?: { key: string; cert: string } } = {}): FastifyInstance {
   const log = given.logger ?? createLogger('silent');
   const deps: ResolvedAppDeps = {
     ...given,
@@ -50,6 +50,8 @@ export function buildApp(given: AppDeps): FastifyInstance {
   // The admin-token file's secret is one row of the token table (role admin, no expiry).
   deps.tokens.registerBootstrapAdmin(deps.adminToken);
   const app = Fastify({
+    // HTTPS when given a certificate (server.ts); tests that inject() build it without.
+    ...(server.https ? { https: server.https } : {}),
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: 1 << 20,
     // A caller's own X-Request-Id is kept (so a client or proxy can correlate), if it is a

@@ -1,4 +1,6 @@
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { SessionExpiry } from './session-expiry.js';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import { checkDeviceCredential, generateKeyPair, isValidDeviceId } from '@edgepack/protocol';
 import { FailureThrottle } from '../core/failure-throttle.js';
@@ -11,9 +13,14 @@ import { GuardedConnection } from './packet-size-guard.js';
 
 export interface Broker {
   aedes: Aedes;
+  /** The main listener: MQTTS when `tls` was given, plain MQTT otherwise. */
   server: Server;
   port: number;
   limits: MqttLimits;
+  /** The plain MQTT listener next to MQTTS (--allow-plaintext), if any. */
+  plainPort?: number;
+  /** Swaps the MQTTS certificate for new connections (a renewed server certificate). */
+  setSecureContext(tls: { key: string; cert: string }): void;
   close(): Promise<void>;
 }
 
@@ -27,6 +34,19 @@ export interface Broker {
 const REFUSED = 4;
 /** §3.2.2.3: 3 is "server unavailable": our fault, not the client's. */
 const UNAVAILABLE = 3;
+
+/** Where the broker listens. `tls` makes the main listener MQTTS; `plain` adds a plain MQTT one. */
+export interface BrokerListen {
+  host: string;
+  port: number;
+  tls?: { key: string; cert: string };
+  plain?: { host: string; port: number };
+  /** Session max age (core/session-policy.ts); 0 or absent: sessions last as long as their socket. */
+  sessionMaxAgeMs?: number;
+}
+
+/** How long a TLS session ticket may be resumed (RFC 8446 §4.6.1 allows up to 7 days). */
+const TLS_TICKET_LIFETIME_SEC = 86_400;
 
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -42,11 +62,10 @@ function remoteOf(client: Client): string {
  * The embedded Aedes broker. Each hook handles one packet kind; the rules themselves are pure
  * functions in core/mqtt-acl.ts, the limits are in limits.ts.
  */
-export async function startBroker(opts: {
-  store: Store; log: Logger; host: string; port: number; now: () => Date; limits?: Partial<MqttLimits>;
-}): Promise<Broker> {
+export async function startBroker(opts: { store: Store; log: Logger; now: () => Date; limits?: Partial<MqttLimits> } & BrokerListen): Promise<Broker> {
   const { store, log, now } = opts;
   const limits = resolveLimits({ mqtt: opts.limits ?? {} }).mqtt;
+  const expiry = new SessionExpiry({ maxAgeMs: opts.sessionMaxAgeMs ?? 0, now, log });
   const digest = new LogDigest(log, limits.logDigestMs);
   const failures = new FailureThrottle(limits.authFailures);
   // An unknown device id is checked against this key, so it costs what a known one costs and its
@@ -107,6 +126,8 @@ export async function startBroker(opts: {
       if (!check.ok) return refuse(check.reason, 'bad-credential');
       if (client.id !== deviceId) return refuse('client id is not the device id', 'client-id-mismatch');
       failures.succeed(`dev:${deviceId}`);
+      // The session ends a set time after the credential it was opened with was signed (session-expiry.ts).
+      expiry.track(client, check.issuedAtMs);
       done(null, true);
     },
     // PUBLISH (§3.3): also covers the will message the broker publishes for the client.
@@ -139,32 +160,60 @@ export async function startBroker(opts: {
   });
   aedes.on('clientError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'mqtt client error'));
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
+  aedes.on('clientDisconnect', (client) => expiry.forget(client));
 
-  const server = createServer((socket) => {
+  const handle = (socket: Socket) => {
     socket.setNoDelay(true);
     aedes.handle(new GuardedConnection(socket, {
       maxPacketBytes: limits.maxPacketBytes,
       maxQueuedBytes: limits.maxQueuedBytes,
       onRefused: (reason) => log.warn({ remote: socket.remoteAddress }, `mqtt connection dropped: ${reason}`),
     }));
-  });
-  // Bounds the sockets an unauthenticated crowd can hold open at once.
-  server.maxConnections = limits.maxConnections;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve(); });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : opts.port;
+  };
+  // MQTTS: Aedes reads the decrypted stream, exactly as it reads a plain socket. A session ticket
+  // lets a device that reconnects skip the certificate exchange and its signature (a resumed TLS
+  // 1.3 handshake still does a fresh key exchange); Node keeps tickets 5 minutes by default,
+  // shorter than a session lives (--mqtt-session-max-age-sec), so they are kept a day here.
+  const server: Server = opts.tls
+    ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, handshakeTimeout: 10_000, sessionTimeout: TLS_TICKET_LIFETIME_SEC }, handle)
+    : createServer(handle);
+  if (opts.tls) {
+    // A failed handshake (a client that does not trust us, a port scanner) is the client's problem, not ours.
+    server.on('tlsClientError', (err, socket) => log.debug({ remote: socket.remoteAddress, err: err.message }, 'mqtts handshake failed'));
+  }
+  const plain = opts.tls && opts.plain ? createServer(handle) : undefined;
+  const listen = async (srv: Server, port: number, host: string): Promise<number> => {
+    // Bounds the sockets an unauthenticated crowd can hold open at once.
+    srv.maxConnections = limits.maxConnections;
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => { srv.off('error', reject); resolve(); });
+    });
+    const address = srv.address();
+    return typeof address === 'object' && address ? address.port : port;
+  };
+  const port = await listen(server, opts.port, opts.host);
+  let plainPort: number | undefined;
+  try {
+    if (plain) plainPort = await listen(plain, opts.plain!.port, opts.plain!.host);
+  } catch (err) {
+    await new Promise<void>((resolve) => aedes.close(() => server.close(() => resolve())));
+    throw err;
+  }
+  expiry.start();
+  const closeServer = (srv: Server | undefined) => new Promise<void>((resolve) => (srv?.listening ? srv.close(() => resolve()) : resolve()));
   return {
     aedes,
     server,
     port,
     limits,
+    ...(plainPort !== undefined ? { plainPort } : {}),
+    setSecureContext: (tls) => (server as TlsServer).setSecureContext({ key: tls.key, cert: tls.cert }),
     // Close the broker first so it disconnects clients; net.Server.close waits for open sockets.
     close: () => new Promise<void>((resolve) => {
+      expiry.stop();
       digest.close();
-      aedes.close(() => server.close(() => resolve()));
+      aedes.close(() => { void Promise.all([closeServer(server), closeServer(plain)]).then(() => resolve()); });
     }),
   };
 }

@@ -1,6 +1,6 @@
 import {
   CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
-  catalogueCode, deviceTopic, parseDeviceTopic, type DesiredState, type ErrorCode, type Notice,
+  catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, type DesiredState, type ErrorCode, type Notice,
 } from '@edgepack/protocol';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
@@ -103,6 +103,10 @@ export class DeviceGateway implements DesiredPublisher {
         case DeviceTopic.status: {
           const r = this.status.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          // ---- tls branch (issue 12, finding 3): a report counts only if the device's own key signed it.
+          const signer = store.getDevice(client.id)?.publicKey;
+          if (!signer || !verifyStatusReport(r.value, signer)) return this.refuse(client.id, 'STATUS_SIGNATURE_INVALID', r.value.signature ? 'status report signature does not verify with this device\'s enrolled key' : 'status report is not signed by the device', packet.topic);
+          // ----
           const why = this.rollouts?.onStatus(client.id, r.value);
           if (why) this.notice(client.id, 'STATUS_REFUSED', why, packet.topic);
           store.markSeen(client.id, now().toISOString());

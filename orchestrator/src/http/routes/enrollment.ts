@@ -1,23 +1,23 @@
-import { createHash, randomBytes } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { EdgepackError, EnrollRequestSchema, EnrollResponseSchema, PROTOCOL_VERSION, type EnrollResponse } from '@edgepack/protocol';
+import { EdgepackError, EnrollRequestSchema, EnrollResponseSchema, PROTOCOL_VERSION, parseEnrollmentToken, type EnrollResponse } from '@edgepack/protocol';
 import { matchProfile } from '../../core/profile-match.js';
+import { createEnrollmentToken, hashEnrollmentToken } from '../../enrollment-tokens.js';
 import { newId } from '../../ids.js';
 import { Access } from '../access.js';
 import type { RoutePluginOptions } from '../app-deps.js';
 import { enrollRateLimit } from '../request-limits.js';
 import { StrictObject, Timestamp, named, strict } from '../schemas.js';
 
-const hashToken = (t: string) => createHash('sha256').update(t).digest('hex');
-
 const CreateTokenBody = StrictObject({
   ttlSec: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'lifetime in seconds (default: the server setting)' })),
 }, { description: 'optional; an empty or missing body takes the defaults' });
 
 const EnrollmentTokenView = Type.Object({
-  token: Type.String({ description: 'single use; give it to the agent with --enroll' }),
+  token: Type.String({ description: 'single use; give it to the agent with --enroll. With TLS it is enr_…#sha256:<CA fingerprint>, so the agent can check the server before sending it' }),
   expiresAt: Timestamp,
+  caFingerprint: Type.Optional(Type.String({ description: 'sha256 of the CA certificate the token pins (also after # in the token)' })),
 }, { title: 'EnrollmentToken' });
 
 /** The enroll body is protocol's wire schema, made strict at the HTTP door. */
@@ -33,11 +33,8 @@ export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = a
     // The body is optional: a request without one takes the defaults and is still checked.
     preValidation: async (req) => { if (req.body === undefined || req.body === null) req.body = {}; },
   }, async (req, reply) => {
-    const token = `enr_${randomBytes(18).toString('base64url')}`;
-    const created = now();
-    const expiresAt = new Date(created.getTime() + (req.body.ttlSec ?? deps.config.enrollmentTokenTtlSec) * 1000).toISOString();
-    store.insertEnrollmentToken(hashToken(token), created.toISOString(), expiresAt);
-    return reply.status(201).send({ token, expiresAt });
+    const t = createEnrollmentToken(store, now(), req.body.ttlSec ?? deps.config.enrollmentTokenTtlSec, deps.tls?.caFingerprint());
+    return reply.status(201).send(t);
   });
 
   app.post('/enroll', {
@@ -47,7 +44,13 @@ export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = a
     schema: { summary: 'Enroll a device with a single-use token (called by the agent)', tags: ['fleet'], body: EnrollBody, response: { 201: EnrollView } },
   }, async (req, reply) => {
     const body = req.body;
-    const tokenHash = hashToken(body.token);
+    // Only the secret before '#' counts; a client that sends the whole pinned token is fine.
+    let tokenHash: string;
+    try {
+      tokenHash = hashEnrollmentToken(parseEnrollmentToken(body.token).secret);
+    } catch {
+      throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token is not known');
+    }
     const token = store.getEnrollmentToken(tokenHash);
     if (!token) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token is not known');
     if (token.usedAt) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token was already used');
@@ -70,9 +73,19 @@ export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = a
       if (!store.consumeEnrollmentToken(tokenHash, id, at)) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token was already used');
       store.insertDevice({ id, name: body.name ?? id, profile: profileId, publicKey: body.publicKey, tags: [], facts: body.facts, createdAt: at });
     });
+    // tls branch: the channel a device enrolled on decides its MQTT: over TLS it gets MQTTS and the
+    // CA to pin; over plain HTTP (--allow-plaintext) the plain broker, as nothing it was told can be trusted more.
+    const overTls = (req.raw.socket as Partial<TLSSocket>).encrypted === true;
+    const plainMqttPort = deps.tls?.plainMqttPort() ?? null;
+    const mqtt: EnrollResponse['mqtt'] = !deps.tls
+      ? { host: deps.config.publicHost, port: deps.mqttPort() } // an app built without TLS (tests): plain, as before TLS
+      : overTls || plainMqttPort === null
+        ? { host: deps.config.publicHost, port: deps.mqttPort(), protocol: 'mqtts' }
+        : { host: deps.config.publicHost, port: plainMqttPort, protocol: 'mqtt' };
     const res: EnrollResponse = {
       v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: deps.signingPublicKey,
-      mqtt: { host: deps.config.publicHost, port: deps.mqttPort() }, heartbeatSec: deps.config.heartbeatSec,
+      mqtt, heartbeatSec: deps.config.heartbeatSec,
+      ...(deps.tls ? { tls: { caCertificate: deps.tls.caCertificate(), caFingerprint: deps.tls.caFingerprint() } } : {}),
       // The root the device pins: from here on it trusts bundles only through this chain.
       ...(deps.trustedRoot ? { trustedRoot: deps.trustedRoot() } : {}),
     };

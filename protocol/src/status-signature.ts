@@ -1,0 +1,37 @@
+import { canonicalJson } from './canonical-json.js';
+import { signBytes, verifyBytes } from './signing.js';
+import type { StatusReport } from './messages.js';
+
+/**
+ * A status report is the device's word only if the device signed it: the orchestrator checks the
+ * signature against the key the device enrolled with, so a report injected by whoever holds the
+ * broker (or replays a device's MQTT credential) cannot mark a rollout succeeded.
+ *
+ * The signature is ed25519 by the device key over
+ *   "edgepack.status/1\n" ‖ canonical JSON of the report without `signature`
+ * The prefix separates it from everything else the device key signs (its credentials), so a
+ * signature made for one can never be taken for the other.
+ */
+const DOMAIN = 'edgepack.status/1\n';
+
+function signedBytes(report: Omit<StatusReport, 'signature'>): Uint8Array {
+  const { signature: _, ...rest } = report as StatusReport;
+  return new TextEncoder().encode(DOMAIN + canonicalJson(rest));
+}
+
+export function signStatusReport(report: Omit<StatusReport, 'signature'>, deviceSecretKey: string): StatusReport {
+  const { signature: _, ...rest } = report as StatusReport;
+  return { ...rest, signature: signBytes(signedBytes(rest), deviceSecretKey) };
+}
+
+/** Never throws: an unsigned report, a malformed signature or one by another key simply does not verify. */
+export function verifyStatusReport(report: StatusReport, devicePublicKey: string): boolean {
+  if (typeof report.signature !== 'string') return false;
+  let bytes: Uint8Array;
+  try {
+    bytes = signedBytes(report);
+  } catch {
+    return false; // a value canonical JSON cannot hold
+  }
+  return verifyBytes(bytes, report.signature, devicePublicKey);
+}
