@@ -38,7 +38,9 @@ interface Row { mode: string; windows: number; seconds: number; rate: number; cp
 
 export async function scenario(mode: string, opts: TelemetryIngestOptions): Promise<Row> {
   const dir = await tempDir('bench-telemetry');
-  const config = parseServeConfig(['--data-dir', join(dir.path, 'o'), '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--log-level', 'silent'], {});
+  // Plain MQTT and HTTP (--allow-plaintext) on loopback: what is measured is the ingest, not TLS.
+  const config = parseServeConfig(['--data-dir', join(dir.path, 'o'), '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0',
+    '--allow-plaintext', '--plain-http-port', '0', '--plain-mqtt-port', '0', '--log-level', 'silent', '--api-per-min', '1000000'], {});
   if (config === 'help') throw new Error('help');
   const server = await startServer(config, { log: createLogger('silent'), telemetry: opts });
   const txMs: number[] = [];
@@ -53,7 +55,7 @@ export async function scenario(mode: string, opts: TelemetryIngestOptions): Prom
     const commitHook = server.telemetry.metrics.ingest.commit;
     server.telemetry.metrics.ingest.commit = (s, n) => { txMs.push(s * 1000); commitHook(s, n); };
     const input: LoadInput = {
-      mqttPort: server.mqttPort, httpUrl: `http://127.0.0.1:${server.httpPort}`, token: server.adminToken, devices,
+      mqttPort: server.plainMqttPort!, httpUrl: `http://127.0.0.1:${server.plainHttpPort!}`, token: server.adminToken, devices,
       windowsPerDevice: WINDOWS, batchWindows: 50, inFlight: 4, nowMs: Date.now(), getEveryMs: 20,
     };
     const child = fork(fileURLToPath(new URL('./telemetry-load.js', import.meta.url)), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

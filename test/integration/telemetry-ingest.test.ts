@@ -133,7 +133,7 @@ test('N requests served ⇒ exactly N counted by the orchestrator, through a kil
   assert.ok(h.summary.system.rssBytes.max > 0);
 
   // /metrics counted the same requests (this process saw only those after its restart, so at most the total).
-  const metrics = await fetch(`${orch.url}/metrics`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
+  const metrics = await orch.fetch(`${orch.url}/metrics`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
   const text = await metrics.text();
   const ok = [...text.matchAll(/^edgepack_inference_requests_total\{outcome="ok",bundle="([^"]+)",profile="x86-64-gateway"\} (\d+)$/gm)];
   assert.equal(ok.length, 1);
@@ -143,7 +143,7 @@ test('N requests served ⇒ exactly N counted by the orchestrator, through a kil
   // Hostile telemetry with the device's own credential, through the real broker and ACL.
   assert.equal(await agent.kill('SIGTERM'), 0);
   const identity = (await loadIdentity(join(dir.path, 'a')))!;
-  const client = await mqtt.connectAsync({ ...deviceClientOptions(identity, new Date(), { host: '127.0.0.1', port: orch.mqttPort }), clean: true, will: undefined, reconnectPeriod: 0 } as never);
+  const client = await mqtt.connectAsync({ ...deviceClientOptions(identity, new Date(), { host: '127.0.0.1', port: orch.mqttPort, protocol: 'mqtts' }), clean: true, will: undefined, reconnectPeriod: 0 } as never);
   const notices: { code: string; message: string }[] = [];
   const acks: TelemetryAck[] = [];
   client.on('message', (topic, payload) => {
