@@ -14,7 +14,7 @@ import { loadOrCreateSecrets } from './keys.js';
 import { createLogger, type Logger } from './logger.js';
 import { startBroker } from './mqtt/broker.js';
 import { DeviceGateway } from './mqtt/device-gateway.js';
-import { RolloutService } from './rollout-service.js';
+import { createServices } from './services/wiring.js';
 
 export interface RunningServer {
   httpPort: number;
@@ -44,28 +44,30 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
 
   const broker = await startBroker({ store, log, host: config.mqttHost, port: config.mqttPort, now });
   const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now });
-  const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey });
-  gateway.rollouts = rollouts;
+  const { engine, rollouts, devices } = createServices({
+    db, store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, signingPublicKey: secrets.signing.publicKey,
+    profiles, config, mqttPort: () => broker.port,
+    sessions: {
+      clearDesired: (deviceId) => gateway.clearDesired(deviceId),
+      // Drop a live session at once; the revoked device can no longer authenticate.
+      disconnect: (deviceId) => (broker.aedes as unknown as { clients: Record<string, { close(): void } | undefined> }).clients[deviceId]?.close(),
+    },
+  });
+  gateway.events = rollouts;
   const builds = new BuildQueue({ store, blobs, profiles, signing: secrets.signing, bundleTtlDays: config.bundleTtlDays, log, now });
 
   const app = buildApp({
     store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey,
-    mqttPort: () => broker.port, rollouts, builds, now, logger: log,
-    onDeviceRevoked: async (deviceId) => {
-      rollouts.onDeviceRevoked(deviceId);
-      await gateway.clearDesired(deviceId);
-      // Drop a live session at once; the revoked device can no longer authenticate.
-      const client = (broker.aedes as unknown as { clients: Record<string, { close(): void }> }).clients[deviceId];
-      client?.close();
-    },
+    mqttPort: () => broker.port, rollouts, devices, builds, now, logger: log,
   });
   await app.listen({ host: config.httpHost, port: config.httpPort });
   const address = app.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
 
-  const republished = await rollouts.republishAll().catch((err) => { log.error({ err }, 'republish failed'); return 0; });
-  const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec });
-  log.info({ httpPort, mqttPort: broker.port, dataDir: config.dataDir, republished, profiles: profiles.length }, 'edgepack orchestrator listening');
+  // Picks up where things stood: each device's latest desired state again, then a round for every rollout with work left.
+  const resumed = await rollouts.resume().catch((err) => { log.error({ err }, 'resuming rollouts failed'); return null; });
+  const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec, rollouts, rolloutTickSec: config.rolloutTickSec });
+  log.info({ httpPort, mqttPort: broker.port, dataDir: config.dataDir, republished: resumed?.republished ?? 0, rollouts: resumed?.rollouts ?? 0, profiles: profiles.length }, 'edgepack orchestrator listening');
 
   let closed = false;
   return {
@@ -78,6 +80,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
       if (closed) return;
       closed = true;
       await cron.stop();
+      await engine.close();
       await app.close();
       await builds.close();
       await broker.close();

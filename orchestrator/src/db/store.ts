@@ -51,6 +51,7 @@ function toRollout(r: Row): RolloutRecord {
   return {
     id: r.id as string, buildId: r.build_id as string, status: r.status as RolloutStatus, target: json(r.target, {}),
     createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null,
+    stream: (r.stream as string | null) ?? null, pause: json(r.pause, null), staged: r.plan !== null && r.plan !== undefined,
   };
 }
 
@@ -139,6 +140,10 @@ export class Store {
   recordHeartbeat(id: string, hb: Heartbeat, at: string): void {
     this.db.prepare("UPDATE devices SET status = 'online', last_seen = ?, last_heartbeat = ?, active_bundle = ? WHERE id = ?")
       .run(at, JSON.stringify(hb), hb.activeBundle, id);
+  }
+  /** The heartbeat as the device API shows it; the engine's fields are written by RolloutStore.patchDevice. */
+  setLastHeartbeat(id: string, hb: Heartbeat): void {
+    this.db.prepare('UPDATE devices SET last_heartbeat = ? WHERE id = ?').run(JSON.stringify(hb), id);
   }
   setActiveBundle(id: string, bundleId: string | null): void {
     this.db.prepare('UPDATE devices SET active_bundle = ? WHERE id = ?').run(bundleId, id);
@@ -268,7 +273,8 @@ export class Store {
   }
 
   // --- rollouts, groups, actions ---
-  insertRollout(r: RolloutRecord, actions: ActionRecord[], groupPositions: number[]): void {
+  /** A one-wave rollout as made before waves (kept for tests of legacy reads). */
+  insertRollout(r: Omit<RolloutRecord, 'stream' | 'pause' | 'staged'>, actions: ActionRecord[], groupPositions: number[]): void {
     this.transaction(() => {
       this.db.prepare('INSERT INTO rollouts (id, build_id, status, target, created_at) VALUES (?, ?, ?, ?, ?)').run(r.id, r.buildId, r.status, JSON.stringify(r.target), r.createdAt);
       const g = this.db.prepare("INSERT INTO rollout_groups (rollout_id, position, status) VALUES (?, ?, 'running')");
@@ -316,7 +322,9 @@ export class Store {
    * is decided by this record of ours, never by what a device reports about itself.
    */
   isBundleAssigned(deviceId: string, bundleId: string): boolean {
-    return !!this.db.prepare('SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1').get(deviceId, bundleId);
+    return !!this.db.prepare(`SELECT 1 FROM rollout_members WHERE device_id = ? AND ((bundle_id = ? AND first_dispatched_ms IS NOT NULL)
+        OR (previous_bundle = ? AND rollback_dispatched_ms IS NOT NULL))
+      UNION ALL SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1`).get(deviceId, bundleId, bundleId, deviceId, bundleId);
   }
 
   /** The device's newest action that is not finished; superseded by any later rollout to it. */

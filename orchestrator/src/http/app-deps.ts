@@ -4,7 +4,8 @@ import type { BuildQueue } from '../build/build-queue.js';
 import type { ServerConfig } from '../config.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../logger.js';
-import type { RolloutService } from '../rollout-service.js';
+import type { DeviceService } from '../services/devices.js';
+import type { RolloutService } from '../services/rollouts.js';
 
 /**
  * What the HTTP app needs from the rest of the orchestrator. In a module of its own so route
@@ -18,9 +19,10 @@ export interface AppDeps {
   adminToken: string;
   signingPublicKey: string;
   mqttPort: () => number;
+  /** Use cases the routes call (services/); a route handler only translates HTTP. */
   rollouts: RolloutService;
+  devices: DeviceService;
   builds: BuildQueue;
-  onDeviceRevoked: (deviceId: string) => Promise<void>;
   now: () => Date;
   /** The orchestrator's logger; Fastify logs through it (a silent one when absent, as in most tests). */
   logger?: Logger;

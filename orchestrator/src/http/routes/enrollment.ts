@@ -1,14 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { EdgepackError, EnrollRequestSchema, EnrollResponseSchema, PROTOCOL_VERSION, type EnrollResponse } from '@edgepack/protocol';
-import { matchProfile } from '../../core/profile-match.js';
-import { newId } from '../../ids.js';
+import { EnrollRequestSchema, EnrollResponseSchema } from '@edgepack/protocol';
 import { Access } from '../access.js';
 import type { RoutePluginOptions } from '../app-deps.js';
 import { StrictObject, Timestamp, named, strict } from '../schemas.js';
-
-const hashToken = (t: string) => createHash('sha256').update(t).digest('hex');
 
 const CreateTokenBody = StrictObject({
   ttlSec: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'lifetime in seconds (default: the server setting)' })),
@@ -24,53 +19,15 @@ const EnrollBody = strict(EnrollRequestSchema);
 const EnrollView = named('EnrollResponse', EnrollResponseSchema, 'what the agent keeps: its id, profile, and the orchestrator key and broker it trusts');
 
 export const enrollmentRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async (app, { deps }) => {
-  const { store, now } = deps;
-
   app.post('/enrollment-tokens', {
     config: { access: Access.admin },
     schema: { summary: 'Create a single-use enrollment token', tags: ['fleet'], body: CreateTokenBody, response: { 201: EnrollmentTokenView } },
     // The body is optional: a request without one takes the defaults and is still checked.
     preValidation: async (req) => { if (req.body === undefined || req.body === null) req.body = {}; },
-  }, async (req, reply) => {
-    const token = `enr_${randomBytes(18).toString('base64url')}`;
-    const created = now();
-    const expiresAt = new Date(created.getTime() + (req.body.ttlSec ?? deps.config.enrollmentTokenTtlSec) * 1000).toISOString();
-    store.insertEnrollmentToken(hashToken(token), created.toISOString(), expiresAt);
-    return reply.status(201).send({ token, expiresAt });
-  });
+  }, async (req, reply) => reply.status(201).send(deps.devices.createEnrollmentToken(req.body.ttlSec)));
 
   app.post('/enroll', {
     config: { access: Access.public, errors: ['ENROLLMENT_TOKEN_INVALID', 'PROFILE_NOT_FOUND', 'PROFILE_NO_MATCH'] },
     schema: { summary: 'Enroll a device with a single-use token (called by the agent)', tags: ['fleet'], body: EnrollBody, response: { 201: EnrollView } },
-  }, async (req, reply) => {
-    const body = req.body;
-    const tokenHash = hashToken(body.token);
-    const token = store.getEnrollmentToken(tokenHash);
-    if (!token) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token is not known');
-    if (token.usedAt) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token was already used');
-    if (Date.parse(token.expiresAt) <= now().getTime()) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', `enrollment token expired at ${token.expiresAt}`);
-
-    let profileId: string;
-    if (body.profile) {
-      if (!deps.profiles.some((p) => p.id === body.profile)) {
-        throw new EdgepackError('PROFILE_NOT_FOUND', `unknown profile ${body.profile}; known: ${deps.profiles.map((p) => p.id).join(', ')}`);
-      }
-      profileId = body.profile;
-    } else {
-      const m = matchProfile(body.facts, deps.profiles);
-      if (!m.ok) throw new EdgepackError('PROFILE_NO_MATCH', `${m.reason}; pass --profile to choose one`);
-      profileId = m.profile.id;
-    }
-    const id = newId('dev');
-    const at = now().toISOString();
-    store.transaction(() => {
-      if (!store.consumeEnrollmentToken(tokenHash, id, at)) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token was already used');
-      store.insertDevice({ id, name: body.name ?? id, profile: profileId, publicKey: body.publicKey, tags: [], facts: body.facts, createdAt: at });
-    });
-    const res: EnrollResponse = {
-      v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: deps.signingPublicKey,
-      mqtt: { host: deps.config.publicHost, port: deps.mqttPort() }, heartbeatSec: deps.config.heartbeatSec,
-    };
-    return reply.status(201).send(res);
-  });
+  }, async (req, reply) => reply.status(201).send(deps.devices.enroll(req.body)));
 };

@@ -1,0 +1,103 @@
+/**
+ * Fleet use cases: enrollment tokens, enrollment, device changes and revocation. Callable by the
+ * HTTP API and later a dashboard; route handlers only translate HTTP.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Profile } from '@edgepack/firmware-profiles';
+import { EdgepackError, PROTOCOL_VERSION, type EnrollRequest, type EnrollResponse } from '@edgepack/protocol';
+import { matchProfile } from '../core/profile-match.js';
+import type { Page, PageQuery, Store } from '../db/store.js';
+import { newId } from '../ids.js';
+import type { DeviceRecord } from '../records.js';
+
+const hashToken = (t: string) => createHash('sha256').update(t).digest('hex');
+
+/** What a revocation does beyond the database: the device's live session and retained desired state go. */
+export interface DeviceSessions {
+  clearDesired(deviceId: string): Promise<void>;
+  disconnect(deviceId: string): void;
+}
+
+/** Rollouts hear of fleet changes (late joiners, revocations). */
+export interface FleetListener {
+  onDeviceChanged(deviceId: string): void;
+  onDeviceRevoked(deviceId: string): void;
+}
+
+export class DeviceService {
+  constructor(private readonly deps: {
+    store: Store; profiles: readonly Profile[]; now: () => Date;
+    config: { enrollmentTokenTtlSec: number; heartbeatSec: number; publicHost: string };
+    signingPublicKey: string; mqttPort: () => number;
+    listener?: FleetListener; sessions?: DeviceSessions;
+  }) {}
+
+  createEnrollmentToken(ttlSec?: number): { token: string; expiresAt: string } {
+    const token = `enr_${randomBytes(18).toString('base64url')}`;
+    const created = this.deps.now();
+    const expiresAt = new Date(created.getTime() + (ttlSec ?? this.deps.config.enrollmentTokenTtlSec) * 1000).toISOString();
+    this.deps.store.insertEnrollmentToken(hashToken(token), created.toISOString(), expiresAt);
+    return { token, expiresAt };
+  }
+
+  enroll(body: EnrollRequest): EnrollResponse {
+    const { store, now, profiles } = this.deps;
+    const tokenHash = hashToken(body.token);
+    const token = store.getEnrollmentToken(tokenHash);
+    if (!token) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token is not known');
+    if (token.usedAt) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token was already used');
+    if (Date.parse(token.expiresAt) <= now().getTime()) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', `enrollment token expired at ${token.expiresAt}`);
+
+    let profileId: string;
+    if (body.profile) {
+      if (!profiles.some((p) => p.id === body.profile)) {
+        throw new EdgepackError('PROFILE_NOT_FOUND', `unknown profile ${body.profile}; known: ${profiles.map((p) => p.id).join(', ')}`);
+      }
+      profileId = body.profile;
+    } else {
+      const m = matchProfile(body.facts, profiles);
+      if (!m.ok) throw new EdgepackError('PROFILE_NO_MATCH', `${m.reason}; pass --profile to choose one`);
+      profileId = m.profile.id;
+    }
+    const id = newId('dev');
+    const at = now().toISOString();
+    store.transaction(() => {
+      if (!store.consumeEnrollmentToken(tokenHash, id, at)) throw new EdgepackError('ENROLLMENT_TOKEN_INVALID', 'enrollment token was already used');
+      store.insertDevice({ id, name: body.name ?? id, profile: profileId, publicKey: body.publicKey, tags: [], facts: body.facts, createdAt: at });
+    });
+    this.deps.listener?.onDeviceChanged(id);
+    return {
+      v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: this.deps.signingPublicKey,
+      mqtt: { host: this.deps.config.publicHost, port: this.deps.mqttPort() }, heartbeatSec: this.deps.config.heartbeatSec,
+    };
+  }
+
+  list(filter: { profile?: string; tag?: string; status?: 'online' | 'offline' }, q: PageQuery): Page<DeviceRecord> {
+    return this.deps.store.pageDevices(filter, q);
+  }
+
+  /** An enrolled, unrevoked device. */
+  get(id: string): DeviceRecord {
+    const d = this.deps.store.getDevice(id);
+    if (!d || d.revokedAt) throw new EdgepackError('DEVICE_NOT_FOUND', `device ${id} not found`);
+    return d;
+  }
+
+  /** Sets tags (deduplicated, sorted) or the name. New tags may bring the device into a continuous rollout. */
+  update(id: string, change: { tags?: string[]; name?: string }): DeviceRecord {
+    const d = this.get(id);
+    if (change.tags) this.deps.store.setDeviceTags(d.id, [...new Set(change.tags)].sort());
+    if (change.name) this.deps.store.setDeviceName(d.id, change.name);
+    if (change.tags) this.deps.listener?.onDeviceChanged(d.id);
+    return this.deps.store.getDevice(d.id)!;
+  }
+
+  /** Revokes a device: its credential stops working, its session is dropped, its rollouts let it go. */
+  async revoke(id: string): Promise<void> {
+    const d = this.get(id);
+    this.deps.store.revokeDevice(d.id, this.deps.now().toISOString());
+    this.deps.listener?.onDeviceRevoked(d.id);
+    await this.deps.sessions?.clearDesired(d.id);
+    this.deps.sessions?.disconnect(d.id);
+  }
+}

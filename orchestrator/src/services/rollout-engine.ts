@@ -1,0 +1,204 @@
+/**
+ * The executor of core/rollout-decide.ts: builds a rollout's snapshot from the database, asks
+ * decide() what to do, writes every decision's patch and event in one transaction, and only then
+ * does the IO (signed desired states). The same round runs on a status report, a heartbeat or a
+ * presence change of a member's device, on the tick, on a command and after a restart: decide()
+ * picks up from whatever the database holds.
+ *
+ * Rounds are coalesced per rollout: pokes mark a rollout dirty, and a dirty rollout runs at most
+ * once per `coalesceMs` (a wave of 1,000 devices reporting at once costs a few rounds, not
+ * thousands). Rounds of all rollouts run one at a time; their database part is synchronous, so
+ * nothing interleaves between reading the snapshot and writing the decisions.
+ */
+import { errorMessage } from '@edgepack/protocol';
+import { decide } from '../core/rollout-decide.js';
+import { applyDecisions, patchOf, type Decision } from '../core/rollout-decisions.js';
+import { matchesTarget } from '../core/rollout-member.js';
+import type { RolloutDeviceView, RolloutSnapshot } from '../core/rollout-snapshot.js';
+import { holdsStream } from '../core/rollout-supersede.js';
+import type { StagedRollout, RolloutStore } from '../db/rollout-store.js';
+import type { Logger } from '../logger.js';
+import type { RolloutMember } from '../records.js';
+import type { DesiredSend, DesiredStates } from './desired-states.js';
+
+/** An event the executor writes besides the decisions themselves (commands, creation). */
+export interface ExtraEvent {
+  kind: string;
+  deviceId: string | null;
+  data: Record<string, unknown>;
+}
+
+function deviceOf(d: Decision): string | null {
+  if ('deviceId' in d) return d.deviceId;
+  if (d.kind === 'add-member') return d.member.deviceId;
+  return null;
+}
+
+export class RolloutEngine {
+  private readonly dirty = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private closed = false;
+  /** Rounds run so far (for logs and tests). */
+  rounds = 0;
+
+  constructor(private readonly deps: {
+    rollouts: RolloutStore; desired: DesiredStates; log: Logger; now: () => Date;
+    /** Least time between two rounds of one rollout driven by reports (default 100 ms). */
+    coalesceMs?: number;
+  }) {}
+
+  private get coalesceMs(): number { return this.deps.coalesceMs ?? 100; }
+
+  /** Asks for a round of `rolloutId` soon. */
+  poke(rolloutId: string): void {
+    if (this.closed) return;
+    this.dirty.add(rolloutId);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer || this.flushing || this.closed || this.dirty.size === 0) return;
+    this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, this.coalesceMs);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.flushing) return;
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    this.flushing = (async () => {
+      for (const id of ids) {
+        if (this.closed) return;
+        try {
+          await this.runRound(id);
+        } catch (err) {
+          this.deps.log.error({ rolloutId: id, err }, 'rollout round failed; the next tick tries again');
+        }
+      }
+    })();
+    await this.flushing;
+    this.flushing = undefined;
+    // Pokes that came in meanwhile wait coalesceMs: at most one round per rollout per interval.
+    this.schedule();
+  }
+
+  /** Resolves once no round is running or due and every desired state asked for is sent. */
+  async idle(): Promise<void> {
+    for (let i = 0; i < 100 && (this.flushing || this.timer || this.dirty.size); i++) {
+      if (this.timer) { clearTimeout(this.timer); this.timer = undefined; void this.flush(); }
+      await this.flushing;
+    }
+    await this.deps.desired.idle();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flushing;
+    await this.deps.desired.idle();
+  }
+
+  /** One round now: decide, write, then send. */
+  async runRound(rolloutId: string): Promise<Decision[]> {
+    const r = this.deps.rollouts.getStaged(rolloutId);
+    if (!r) return [];
+    const snap = this.snapshot(r);
+    const now = this.deps.now();
+    let decisions = decide(r.plan, snap, now);
+    if (decisions.length === 0) return decisions;
+    this.rounds++;
+    decisions = this.guardTakenOver(r, snap, decisions, (s) => decide(r.plan, s, now));
+    const sends = this.deps.rollouts.transaction(() => this.write(r, snap, decisions, now, []));
+    await this.deps.desired.send(sends);
+    return decisions;
+  }
+
+  /** The rollout's snapshot; for continuous membership the target devices not in any open rollout of the stream are candidates. */
+  snapshot(r: StagedRollout): RolloutSnapshot {
+    return this.deps.rollouts.snapshot(r, (nonMembers) => {
+      const busy = new Set(this.deps.rollouts.openMembersOfStream(r.stream, r.id).map((o) => o.member.deviceId));
+      return nonMembers.filter((d) => !busy.has(d.id) && matchesTarget(d, r.target));
+    });
+  }
+
+  /**
+   * A rollback reopens the members it returns. One whose device another rollout of the stream
+   * has taken over since (after this rollout had finished with it) is left to that rollout: it
+   * is marked superseded first, and the round is decided again without it.
+   */
+  guardTakenOver(r: StagedRollout, snap: RolloutSnapshot, decisions: Decision[], again: (s: RolloutSnapshot) => Decision[]): Decision[] {
+    if (!decisions.some((d) => d.kind === 'start-rollback')) return decisions;
+    const held = new Set(this.deps.rollouts.openMembersOfStream(r.stream, r.id).map((o) => o.member.deviceId));
+    const marks: Decision[] = snap.members
+      .filter((m) => m.firstDispatchedAt !== null && m.rollbackState === null && held.has(m.deviceId))
+      .map((m) => ({ kind: 'mark-rollback', deviceId: m.deviceId, outcome: 'superseded', code: 'SUPERSEDED', reason: 'another rollout of the stream runs on the device now' }));
+    if (marks.length === 0) return decisions;
+    const now = this.deps.now();
+    return [...marks, ...again(applyDecisions(snap, marks, now.getTime()))];
+  }
+
+  /**
+   * Writes `decisions` (taken on `snap`) and their events, and records the desired states they
+   * need: to be called inside a transaction. Returns what to send once it has committed.
+   */
+  write(r: StagedRollout, snap: RolloutSnapshot, decisions: readonly Decision[], now: Date, extra: readonly ExtraEvent[]): DesiredSend[] {
+    const { rollouts } = this.deps;
+    const t = now.getTime();
+    const after = applyDecisions(snap, decisions, t);
+    const finalMember = new Map<string, RolloutMember>(after.members.map((m) => [m.deviceId, m]));
+    const status = after.rollout.status;
+    const open = (m: RolloutMember) => holdsStream(m, status);
+    const sends: DesiredSend[] = [];
+    for (const d of decisions) {
+      const p = patchOf(d, t);
+      if (p.rollout) rollouts.updateRollout(r.id, p.rollout);
+      if (p.wave) {
+        if (p.wave.insert && !snap.waves.some((w) => w.position === p.wave!.position)) rollouts.insertWave(r.id, p.wave.insert);
+        else rollouts.updateWave(r.id, p.wave.position, p.wave.patch);
+      }
+      if (p.insertMember && !snap.members.some((m) => m.deviceId === p.insertMember!.deviceId)) {
+        rollouts.insertMember(p.insertMember, r.stream, open(finalMember.get(p.insertMember.deviceId) ?? p.insertMember));
+      }
+      if (p.member) rollouts.updateMember(r.id, p.member.deviceId, p.member.patch, open(finalMember.get(p.member.deviceId)!));
+      const send = this.desiredFor(r, snap, d);
+      if (send) sends.push(send);
+    }
+    if (status !== snap.rollout.status) rollouts.setOpenFlags(r.id, after.members, open);
+    rollouts.appendEvents(r.id, now.toISOString(), [
+      ...extra,
+      ...decisions.map((d) => ({ kind: d.kind, deviceId: deviceOf(d), data: d as unknown as Record<string, unknown> })),
+    ]);
+    return sends;
+  }
+
+  /** The desired state a decision needs, with its seq handed out now (inside the decision's transaction). */
+  private desiredFor(r: StagedRollout, snap: RolloutSnapshot, d: Decision): DesiredSend | null {
+    const { rollouts } = this.deps;
+    switch (d.kind) {
+      case 'dispatch':
+      case 'rollback-dispatch':
+        return { deviceId: d.deviceId, rolloutId: r.id, bundleId: d.bundleId, seq: rollouts.allocateDesired(d.deviceId, r.id, d.bundleId) };
+      case 'withdraw': {
+        // Only what this rollout told the device can be taken back: if another rollout's desired
+        // state is the device's latest, that one stands.
+        const intent = rollouts.desiredIntent(d.deviceId);
+        const member = snap.members.find((m) => m.deviceId === d.deviceId);
+        if (!intent || intent.rolloutId !== r.id || intent.bundleId !== member?.bundleId) return null;
+        // A newer desired state naming what the device runs: the agent answers active at once and
+        // drops a download in progress. Clearing the retained message would not reach a
+        // persistent session's queue.
+        const device: RolloutDeviceView | undefined = rollouts.deviceView(d.deviceId);
+        const active = device?.activeBundle ?? null;
+        return { deviceId: d.deviceId, rolloutId: r.id, bundleId: active, seq: rollouts.allocateDesired(d.deviceId, r.id, active) };
+      }
+      default:
+        return null;
+    }
+  }
+
+  /** Logs a failure of a round started outside flush (commands, creation) without throwing it into the caller's reply. */
+  logError(rolloutId: string, err: unknown, what: string): void {
+    this.deps.log.error({ rolloutId, err: errorMessage(err) }, what);
+  }
+}
