@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
@@ -48,7 +48,7 @@ after(async () => {
 });
 
 async function createRollout(n: number): Promise<string> {
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: builds[n]!.buildId, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: builds[n]!.buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return r.body.rollout.id;
 }

@@ -257,9 +257,14 @@ export class RolloutStore {
       .map((row) => ({ member: toMember(row), status: row.rollout_status as RolloutStatus }));
   }
 
-  /** Rollouts an open member of this device belongs to (decide runs for them when the device reports). */
+  /**
+   * Rollouts an open member of this device belongs to (decide runs for them when the device
+   * reports), oldest first: rollouts of other streams waiting for the same device then dispatch
+   * in the order they were made, and the newest desired state is the newest rollout's.
+   */
   openRolloutsOfDevice(deviceId: string): string[] {
-    return (this.stmt('SELECT rollout_id FROM rollout_members WHERE device_id = ? AND open = 1').all(deviceId) as Row[]).map((r) => r.rollout_id as string);
+    return (this.stmt(`SELECT m.rollout_id FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id
+      WHERE m.device_id = ? AND m.open = 1 ORDER BY r.created_at, r.id`).all(deviceId) as Row[]).map((r) => r.rollout_id as string);
   }
 
   /** Staged rollouts decide() still has work in: not finished, or finished with members still holding their stream. */
