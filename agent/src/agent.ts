@@ -2,15 +2,15 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
-  DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, Validator, catalogueCode, createChunkDecoder,
-  createDeviceCredential, createManifestVerifier, deviceTopic, errorCode, errorMessage, isErrorCode, verifyDesiredSignature,
-  verifyFileIntegrity, type BenchmarkResult, type DesiredState, type ErrorCode, type Heartbeat, type StatusReport,
+  DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, TrustVerifier, Validator, catalogueCode, createChunkDecoder,
+  createDeviceCredential, deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, verifyFileIntegrity,
+  type BenchmarkResult, type DesiredState, type ErrorCode, type Heartbeat, type SignedManifest, type SignedRoot, type StatusReport,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
 import { BundleSlots, sha256File } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
-import type { Identity } from './identity.js';
+import { loadTrustedRoot, saveTrustedRoot, type Identity } from './identity.js';
 import type { Logger } from './logger.js';
 import { isTerminal, nextPhase, reportedState, type UpdateEvent } from './update-machine.js';
 
@@ -46,7 +46,10 @@ export class Agent {
   private state!: AgentState;
   private client?: MqttClient;
   private readonly slots: BundleSlots;
-  private readonly verify = createManifestVerifier();
+  /** Bundles and desired states are verified through the root chain; see trust-verify.ts. */
+  private readonly trustVerifier = new TrustVerifier();
+  /** The highest root verified so far (persisted in trust.json): the only source of trusted bundle keys. */
+  private trust!: SignedRoot;
   private readonly desiredValidator = new Validator('desired state', DesiredStateSchema);
   private readonly noticeValidator = new Validator('notice', NoticeSchema);
   private readonly decodeChunk = createChunkDecoder();
@@ -74,6 +77,7 @@ export class Agent {
 
   async start(): Promise<void> {
     this.state = await loadState(this.o.dataDir, this.o.log);
+    this.trust = await this.loadTrust();
     this.activeBundleId = (await this.slots.readActive())?.bundleId ?? null;
     const d = this.state.deployment;
     if (d && !isTerminal(d.phase)) {
@@ -222,6 +226,52 @@ export class Agent {
     return this.control;
   }
 
+  // ---------------------------------------------------------------- trust
+
+  /** The enrollment root, or the higher one persisted since; a device from before roots existed trusts its pinned key. */
+  private async loadTrust(): Promise<SignedRoot> {
+    const { log } = this.o;
+    let base: SignedRoot;
+    try {
+      base = this.id.trustedRoot ? this.trustVerifier.parseRoot(this.id.trustedRoot) : pinnedKeyRoot(this.id.orchestratorPublicKey);
+    } catch (err) {
+      log.error({ code: errorCode(err) }, `identity.json holds an unusable root (${errorMessage(err)}); trusting only the pinned orchestrator key`);
+      base = pinnedKeyRoot(this.id.orchestratorPublicKey);
+    }
+    if (!this.id.trustedRoot) log.warn({}, 'enrolled before trust metadata: trusting the pinned orchestrator key until a root it vouches for arrives');
+    let persisted: SignedRoot | null = null;
+    try {
+      const bytes = await loadTrustedRoot(this.o.dataDir);
+      if (bytes) persisted = this.trustVerifier.parseRoot(bytes);
+    } catch (err) {
+      // Written only after verification, so a bad one is damage, not an attack: fall back and walk again.
+      log.error({ code: errorCode(err) }, `trust.json is unusable (${errorMessage(err)}); starting from the enrollment root`);
+    }
+    const trust = persisted && persisted.signed.version > base.signed.version ? persisted : base;
+    log.info({ rootVersion: trust.signed.version, bundleKeys: trust.signed.roles.bundles.keyids, expires: trust.signed.expires }, 'trusted root');
+    return trust;
+  }
+
+  /** Walks the roots a desired state carries (TUF §5.3), persisting the new highest root before it is used. */
+  private async updateTrust(roots: readonly unknown[]): Promise<void> {
+    const walk = this.trustVerifier.walkChain(this.trust, roots);
+    if (walk.walked.length > 0) {
+      try {
+        await saveTrustedRoot(this.o.dataDir, walk.root);
+      } catch (err) {
+        // Still trusted in memory; after a restart the device walks the chain again.
+        this.o.log.error({ err: errorMessage(err) }, 'could not persist the trusted root');
+      }
+      this.trust = walk.root;
+      this.o.log.info({ walked: walk.walked, rootVersion: walk.root.signed.version, bundleKeys: walk.root.signed.roles.bundles.keyids }, 'trusted root updated');
+    }
+    if (walk.error) this.o.log.warn({ code: walk.error.code, rootVersion: this.trust.signed.version }, `root chain not followed further: ${walk.error.message}`);
+  }
+
+  private verifyBundle(bundle: SignedManifest): void {
+    this.trustVerifier.verifyBundle(this.trust, bundle, { expectedProfile: this.id.profile, now: new Date() });
+  }
+
   // ---------------------------------------------------------------- desired state
 
   private async onDesired(payload: Buffer): Promise<void> {
@@ -230,11 +280,16 @@ export class Agent {
     if (!parsed.ok) return this.o.log.warn({ code: parsed.code }, `desired state refused: ${parsed.reason}`);
     const desired = parsed.value;
     if (desired.deviceId !== this.id.deviceId) return this.o.log.warn({ deviceId: desired.deviceId }, 'desired state for another device ignored');
+    // Roots first, as TUF updates the root before anything it vouches for: a rotated online key
+    // is only known once the new root that delegates to it has been walked to.
+    if (desired.roots?.length) await this.updateTrust(desired.roots);
     // Before anything else, and before its seq counts: whoever can publish on the topic could
     // otherwise replay an old bundle or send a huge seq and lock the device out of updates.
-    if (!verifyDesiredSignature(desired, this.id.orchestratorPublicKey)) {
-      return this.o.log.warn({ seq: desired.seq, rolloutId: desired.rolloutId, code: 'DESIRED_SIGNATURE_INVALID' },
-        'desired state ignored: its envelope signature does not verify against the orchestrator key');
+    try {
+      this.trustVerifier.verifyDesired(this.trust, desired, new Date());
+    } catch (err) {
+      return this.o.log.warn({ seq: desired.seq, rolloutId: desired.rolloutId, code: errorCode(err), rootVersion: this.trust.signed.version },
+        `desired state ignored: ${errorMessage(err)}`);
     }
     if (desired.seq <= this.state.lastSeq) return this.onOldDesired(desired);
     this.state.lastSeq = desired.seq;
@@ -301,7 +356,7 @@ export class Agent {
     this.state.queued = null;
     // Refuse a bundle we can never trust before fetching a byte of it.
     try {
-      this.verify(desired.bundle, { trustedPublicKey: this.id.orchestratorPublicKey, expectedProfile: this.id.profile, now: new Date() });
+      this.verifyBundle(desired.bundle);
     } catch (err) {
       return this.finishEarly(d, 'failed', catalogueCode(err, 'VERIFY_FAILED'), errorMessage(err));
     }
@@ -371,7 +426,7 @@ export class Agent {
           }
           return this.transition(d, 'downloaded');
         case 'verifying':
-          this.verify(d.bundle, { trustedPublicKey: this.id.orchestratorPublicKey, expectedProfile: this.id.profile, now: new Date() });
+          this.verifyBundle(d.bundle);
           for (const file of manifest.files) verifyFileIntegrity(file, await sha256File(ChunkDownload.finalPath(downloads, file.sha256)));
           return this.transition(d, 'verified');
         case 'installing':

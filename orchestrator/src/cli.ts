@@ -10,6 +10,7 @@ const commands: Record<string, { summary: string; load: () => Promise<CommandMod
   inspect: { summary: 'show an ONNX model\'s IR, opsets, inputs/outputs, ops, parameters, MACs, sha256', load: () => import('./commands/inspect.js') },
   optimize: { summary: 'convert an ONNX model to fp16, int8-dynamic or int8-static (QDQ)', load: () => import('./commands/optimize.js') },
   evaluate: { summary: 'compare optimized models with the fp32 reference: accuracy, error, size, latency', load: () => import('./commands/evaluate.js') },
+  keys: { summary: 'offline root keys and trust metadata: init, sign, rotate-online, rotate-root, verify', load: () => import('./commands/keys.js') },
   convert: { summary: 'convert an ONNX model to TFLite (fp32, int8-dynamic, full-integer int8)', load: () => import('./commands/convert.js') },
 };
 

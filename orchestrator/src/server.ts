@@ -4,6 +4,7 @@ import { loadProfiles, type Profile } from '@edgepack/firmware-profiles';
 import { errorMessage } from '@edgepack/protocol';
 import type { FastifyInstance } from 'fastify';
 import { BlobStore } from './blob-store.js';
+import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { BuildQueue } from './build/build-queue.js';
 import type { ServerConfig } from './config.js';
 import { startCronJobs } from './cron-jobs.js';
@@ -15,6 +16,7 @@ import { createLogger, type Logger } from './logger.js';
 import { startBroker } from './mqtt/broker.js';
 import { DeviceGateway } from './mqtt/device-gateway.js';
 import { createServices } from './services/wiring.js';
+import { loadTrustChain } from './trust-chain.js';
 
 export interface RunningServer {
   httpPort: number;
@@ -30,9 +32,21 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
   const log = opts.log ?? createLogger(config.logLevel);
   const now = opts.now ?? (() => new Date());
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // Before anything in the data dir is read or changed: a second orchestrator must touch nothing.
+  const lock = lockDataDir(config.dataDir);
+  try {
+    return await startLocked(config, opts, log, now, lock);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] }, log: Logger, now: () => Date, lock: DataDirLock): Promise<RunningServer> {
   const profiles = opts.profiles ?? loadProfiles();
   const secrets = await loadOrCreateSecrets(config.dataDir);
   if (secrets.created) log.info({ file: join(config.dataDir, 'admin-token') }, 'created signing key and admin token');
+  const trust = await loadTrustChain({ dataDir: config.dataDir, online: secrets.signing, log, now: now() });
 
   const db = openDatabase(join(config.dataDir, 'edgepack.db'));
   const store = new Store(db);
@@ -47,6 +61,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
   const { engine, rollouts, devices } = createServices({
     db, store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, signingPublicKey: secrets.signing.publicKey,
     profiles, config, mqttPort: () => broker.port,
+    trust: { keyId: secrets.signing.keyId, roots: () => trust.roots, latest: () => trust.latest },
     sessions: {
       clearDesired: (deviceId) => gateway.clearDesired(deviceId),
       // Drop a live session at once; the revoked device can no longer authenticate.
@@ -85,6 +100,7 @@ export async function startServer(config: ServerConfig, opts: { log?: Logger; pr
       await builds.close();
       await broker.close();
       db.close();
+      lock.release();
     },
   };
 }

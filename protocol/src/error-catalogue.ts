@@ -32,6 +32,7 @@ export const ERROR_CATALOGUE = {
   RANGE_NOT_SATISFIABLE: entry(416, false, 'the requested byte range lies outside the file'),
   HEADERS_TOO_LARGE: entry(431, false, 'the request line and headers are over the size limit'),
   INTERNAL_ERROR: entry(500, true, 'an unexpected failure on the orchestrator; the log has the details'),
+  DATA_DIR_LOCKED: entry(409, false, 'another orchestrator already serves this data dir; serve refuses to start'),
   STORAGE_FULL: entry(507, true, 'the orchestrator data dir has no space left; nothing was stored'),
 
   // --- fleet: enrollment, devices, profiles ---
@@ -138,12 +139,26 @@ export const ERROR_CATALOGUE = {
   CREDENTIAL_INVALID: entry(401, false, 'the device credential signature does not verify'),
   CANONICAL_JSON_INVALID: entry(400, false, 'the value cannot be written as canonical JSON'),
   MANIFEST_INVALID: entry(422, false, 'the bundle manifest is malformed'),
-  SIGNATURE_INVALID: entry(422, false, 'the bundle signature does not verify against the pinned orchestrator key'),
+  SIGNATURE_INVALID: entry(422, false, 'the bundle signature does not verify against the key its manifest names'),
   MANIFEST_EXPIRED: entry(422, false, 'the bundle manifest has expired'),
   PROFILE_MISMATCH: entry(422, false, 'the bundle is built for another profile than the device'),
   FILE_LENGTH_MISMATCH: entry(422, true, 'a downloaded file is not as long as the manifest says'),
   FILE_HASH_MISMATCH: entry(422, true, 'a downloaded file does not hash to what the manifest says'),
-  DESIRED_SIGNATURE_INVALID: entry(422, false, 'the desired-state envelope signature does not verify'),
+  DESIRED_SIGNATURE_INVALID: entry(422, false, 'the desired-state envelope does not verify against any bundle key of the trusted root'),
+
+  // --- trust metadata: the TUF-style root chain and the keys tooling ---
+  TRUST_METADATA_TOO_LARGE: entry(413, false, 'a root document or root file is over the trust metadata size limit; refused unread'),
+  TRUST_CHAIN_TOO_LONG: entry(413, false, 'more roots in one update than a device walks; refused unread'),
+  ROOT_INVALID: entry(422, false, 'root metadata is malformed or inconsistent (key ids, roles, thresholds, dates)'),
+  ROOT_THRESHOLD_NOT_MET: entry(422, false, 'a root is not signed by enough root keys, of the trusted root or of its own'),
+  ROOT_ROLLBACK: entry(422, false, 'a root is not newer than the trusted one'),
+  ROOT_VERSION_GAP: entry(422, false, 'a root does not follow the trusted version; the versions in between are needed first'),
+  ROOT_EXPIRED: entry(422, false, 'the trusted root has expired; the root keys must sign a newer one'),
+  BUNDLE_KEY_NOT_DELEGATED: entry(422, false, 'a manifest is signed by a key the trusted root does not delegate bundle signing to'),
+  KEY_INVALID: entry(400, false, 'a key file holds no usable ed25519 key, or its halves do not belong together'),
+  TRUST_ONLINE_KEY_NOT_DELEGATED: entry(500, false, 'serve refuses to start: its online signing key is not delegated by its latest root'),
+  TRUST_ROOT_FILE_MISMATCH: entry(500, false, 'serve refuses to start: a trust/root-N.json file holds another version than its name says'),
+  TRUST_ROOT_EXISTS: entry(409, false, 'edgepack keys will not overwrite a root version that already exists'),
 
   // --- the agent: enrollment and the update flow (status-report failure codes) ---
   ENROLL_UNREACHABLE: entry(503, true, 'the agent cannot reach the orchestrator to enroll'),

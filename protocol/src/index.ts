@@ -12,3 +12,5 @@ export * from './chunk-frame.js';
 export * from './validate.js';
 export * from './device-credential.js';
 export * from './desired-signature.js';
+export * from './trust-metadata.js';
+export * from './trust-verify.js';

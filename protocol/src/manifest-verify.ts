@@ -9,7 +9,7 @@ export class ManifestInvalidError extends EdgepackError {
   constructor(reason: string) { super('MANIFEST_INVALID', `manifest is malformed: ${reason}`); }
 }
 export class BadSignatureError extends EdgepackError {
-  constructor(bundleId: string) { super('SIGNATURE_INVALID', `signature on bundle ${bundleId} does not verify against the pinned orchestrator key`); }
+  constructor(bundleId: string) { super('SIGNATURE_INVALID', `signature on bundle ${bundleId} does not verify against the key its manifest names`); }
 }
 export class ExpiredManifestError extends EdgepackError {
   constructor(bundleId: string, expiresAt: string) { super('MANIFEST_EXPIRED', `bundle ${bundleId} expired at ${expiresAt}`); }

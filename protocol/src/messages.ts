@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { SignedManifestSchema } from './manifest.js';
+import { TRUST_LIMITS } from './trust-metadata.js';
 import { PROTOCOL_VERSION } from './version.js';
 
 /** Every message carries the protocol version; receivers accept any v with the same major. */
@@ -57,6 +58,11 @@ export const EnrollResponseSchema = Type.Object({
   orchestratorPublicKey: Type.String(),
   mqtt: Type.Object({ host: Type.String(), port: Type.Integer() }),
   heartbeatSec: Type.Integer({ minimum: 1 }),
+  /**
+   * The root (trust-metadata.ts) the device pins: its keys decide which later roots and which
+   * bundle keys the device will ever trust. Checked by the agent with TrustVerifier.verifyInitialRoot.
+   */
+  trustedRoot: Type.Optional(Type.Unknown()),
 });
 export type EnrollResponse = Static<typeof EnrollResponseSchema>;
 
@@ -76,6 +82,13 @@ export const DesiredStateSchema = Type.Object({
    * able to publish on the topic could replay an older signed bundle or jump `seq` ahead.
    */
   signature: Type.String({ minLength: 1 }),
+  /**
+   * The orchestrator's chain of roots (trust-metadata.ts), oldest first. Not covered by the
+   * envelope: each root is self-authenticating through the chain, and the device walks it
+   * (TrustVerifier.walkChain) before it checks the envelope, like TUF updates the root first.
+   * Items are checked one by one there, so one bad root gets its own error code.
+   */
+  roots: Type.Optional(Type.Array(Type.Unknown(), { maxItems: TRUST_LIMITS.maxChainLength })),
 });
 export type DesiredState = Static<typeof DesiredStateSchema>;
 

@@ -100,3 +100,12 @@ test('HTTP route plugins never import app.ts (no import circle) and never check 
     assert.doesNotMatch(text, /requireAdmin|\.role\s*[!=]==|'UNAUTHORIZED'|'FORBIDDEN'/, `${file} decides access itself`);
   }
 });
+
+test('the agent verifies bundles and desired states only through the root chain (TrustVerifier), never against a single key', async () => {
+  for (const file of await sources(join(repoRoot(), 'agent/src'))) {
+    const text = await readFile(file, 'utf8');
+    for (const direct of ['createManifestVerifier', 'verifyDesiredSignature', 'verifyCanonical']) {
+      assert.ok(!text.includes(direct), `${file} uses ${direct}; verify through TrustVerifier so the trusted root decides which keys count`);
+    }
+  }
+});

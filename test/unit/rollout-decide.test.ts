@@ -249,6 +249,29 @@ test('reverted after commit (a heartbeat shows the previous bundle again): faile
   assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.code]), [[b, 'REVERTED_AFTER_COMMIT']]);
 });
 
+test('the previous bundle back at another rollout\'s request is a replacement, not a revert: a succeeded member stays succeeded, a baking one is cancelled REPLACED', () => {
+  const p = plan();
+  let { snap } = started(p, snapshotOf(p, fleet(10)));
+  const [a, b] = wave(snap, 0) as [string, string];
+  snap = install(snap, a, T0 + SEC);
+  snap = install(snap, b, T0 + SEC);
+  snap = withHeartbeat(snap, heartbeat(a, NB, T0 + 70 * SEC), T0 + 70 * SEC);
+  let r = step(p, snap, T0 + 70 * SEC);
+  assert.equal(memberOf(r.snap, a).phase, 'succeeded');
+  // Another rollout (another stream) sent both devices their old bundle again.
+  snap = withDevice(r.snap, a, { desiredRolloutId: 'rol_other' });
+  snap = withDevice(snap, b, { desiredRolloutId: 'rol_other' });
+  snap = withHeartbeat(snap, heartbeat(a, OB, T0 + 80 * SEC), T0 + 80 * SEC);
+  snap = withHeartbeat(snap, heartbeat(b, OB, T0 + 80 * SEC), T0 + 80 * SEC);
+  r = step(p, snap, T0 + 81 * SEC);
+  assert.equal(memberOf(r.snap, a).phase, 'succeeded', 'a did its part; what runs now is the other rollout\'s doing');
+  assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.outcome, d.code]), [[b, 'cancelled', 'REPLACED']]);
+  // The same heartbeat with this rollout's desired state still the newest is a revert.
+  snap = withDevice(withDevice(snap, a, { desiredRolloutId: snap.rollout.id }), b, { desiredRolloutId: null });
+  r = step(p, snap, T0 + 81 * SEC);
+  assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.code]).sort(), [[a, 'REVERTED_AFTER_COMMIT'], [b, 'REVERTED_AFTER_COMMIT']].sort());
+});
+
 test('lost when it goes silent during bake: settled, not a failure; back and baked, it succeeds', () => {
   const p = plan();
   let { snap } = started(p, snapshotOf(p, fleet(10)));

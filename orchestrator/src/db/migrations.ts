@@ -246,6 +246,8 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       ALTER TABLE devices ADD COLUMN desired_bundle TEXT;
       ALTER TABLE devices ADD COLUMN desired_signed TEXT;
       ALTER TABLE devices ADD COLUMN desired_signed_seq INTEGER;
+      -- The online key that signed it: after a key rotation it is signed again, with its seq.
+      ALTER TABLE devices ADD COLUMN desired_signed_key TEXT;
 
       -- The one-wave rollouts' latest desired state per device becomes the device's intent, so a
       -- restart after the upgrade still republishes it (with the seq the device already saw).

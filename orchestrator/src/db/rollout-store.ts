@@ -62,10 +62,11 @@ function toDeviceView(r: Row): RolloutDeviceView {
     benchmark: bench,
     pinned: r.pinned === 1,
     revoked: r.revoked_at !== null && r.revoked_at !== undefined,
+    desiredRolloutId: (r.desired_rollout as string | null) ?? null,
   };
 }
 
-const DEVICE_VIEW_COLUMNS = 'd.id, d.profile, d.tags, d.status, d.revoked_at, d.online_since_ms, d.last_seen_ms, d.active_bundle, d.active_bundle_since_ms, d.device_clock_ms, d.last_heartbeat_ms, d.benchmark_bundle, d.benchmark_p95_ms, d.pinned';
+const DEVICE_VIEW_COLUMNS = 'd.id, d.profile, d.tags, d.status, d.revoked_at, d.online_since_ms, d.last_seen_ms, d.active_bundle, d.active_bundle_since_ms, d.device_clock_ms, d.last_heartbeat_ms, d.benchmark_bundle, d.benchmark_p95_ms, d.pinned, d.desired_rollout';
 
 /** Device view fields the engine's folds write (core/rollout-reports.ts), as columns. */
 const DEVICE_PATCH_COLUMNS: Partial<Record<keyof RolloutDeviceView, string>> = {
@@ -122,6 +123,8 @@ export interface DesiredIntent {
   bundleId: string | null;
   signed: string | null;
   signedSeq: number | null;
+  /** keyId of the online key that signed `signed`. */
+  signedKey: string | null;
 }
 
 export interface EventPageQuery {
@@ -385,20 +388,21 @@ export class RolloutStore {
   }
 
   desiredIntent(deviceId: string): DesiredIntent | undefined {
-    const r = this.stmt('SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq FROM devices WHERE id = ? AND desired_intent_seq IS NOT NULL')
+    const r = this.stmt('SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq, desired_signed_key FROM devices WHERE id = ? AND desired_intent_seq IS NOT NULL')
       .get(deviceId) as Row | undefined;
     return r && toIntent(r);
   }
 
   /** Every unrevoked device's latest desired state (republishing after a restart). */
   desiredIntents(): DesiredIntent[] {
-    return (this.stmt(`SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq FROM devices
+    return (this.stmt(`SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq, desired_signed_key FROM devices
       WHERE revoked_at IS NULL AND desired_intent_seq IS NOT NULL AND desired_bundle IS NOT NULL`).all() as Row[]).map(toIntent);
   }
 
   /** Keeps the signed message of intent `seq`, unless a newer intent replaced it meanwhile; returns whether it is still current. */
-  storeSigned(deviceId: string, seq: number, signed: string): boolean {
-    return this.stmt('UPDATE devices SET desired_signed = ?, desired_signed_seq = ? WHERE id = ? AND desired_intent_seq = ?').run(signed, seq, deviceId, seq).changes === 1;
+  storeSigned(deviceId: string, seq: number, signed: string, keyId: string | null): boolean {
+    return this.stmt('UPDATE devices SET desired_signed = ?, desired_signed_seq = ?, desired_signed_key = ? WHERE id = ? AND desired_intent_seq = ?')
+      .run(signed, seq, keyId, deviceId, seq).changes === 1;
   }
 
 }
@@ -406,7 +410,7 @@ export class RolloutStore {
 function toIntent(r: Row): DesiredIntent {
   return {
     deviceId: r.id as string, seq: r.desired_intent_seq as number, rolloutId: r.desired_rollout as string, bundleId: (r.desired_bundle as string | null) ?? null,
-    signed: (r.desired_signed as string | null) ?? null, signedSeq: num(r.desired_signed_seq),
+    signed: (r.desired_signed as string | null) ?? null, signedSeq: num(r.desired_signed_seq), signedKey: (r.desired_signed_key as string | null) ?? null,
   };
 }
 

@@ -1,4 +1,4 @@
-import { PROTOCOL_VERSION, errorMessage, signDesired, type DesiredState } from '@edgepack/protocol';
+import { PROTOCOL_VERSION, errorMessage, signCanonical, signDesired, type DesiredState, type SignedManifest, type SignedRoot } from '@edgepack/protocol';
 import type { Store } from '../db/store.js';
 import type { DesiredIntent, RolloutStore } from '../db/rollout-store.js';
 import type { BundleRecord } from '../records.js';
@@ -20,6 +20,12 @@ export interface DesiredSend {
   bundleId: string | null;
 }
 
+/** The trust chain (trust-chain.ts): the online key's id, and the roots every desired state carries. */
+export interface DesiredTrust {
+  keyId: string;
+  roots: () => SignedRoot[];
+}
+
 /** Signing ~10k/s on node:crypto: 100 per batch keeps each slice of the event loop around 10 ms. */
 const SIGN_BATCH = 100;
 
@@ -37,11 +43,16 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
  */
 export class DesiredStates {
   private chain: Promise<void> = Promise.resolve();
-  private readonly bundles = new Map<string, BundleRecord>();
+  private readonly bundles = new Map<string, SignedManifest>();
 
   constructor(private readonly deps: {
     store: Store; rollouts: RolloutStore; publisher: DesiredPublisher; signingSecretKey: string; now: () => Date; log: Logger;
+    trust?: DesiredTrust;
   }) {}
+
+  private get keyId(): string | null {
+    return this.deps.trust?.keyId ?? null;
+  }
 
   /** Queues the sends; resolves once they (and everything queued before them) are published. */
   send(items: readonly DesiredSend[]): Promise<void> {
@@ -59,26 +70,42 @@ export class DesiredStates {
     return this.chain;
   }
 
-  private bundle(id: string): BundleRecord | undefined {
+  /**
+   * A bundle as devices get it: signed by the current online key. One built before the key was
+   * rotated is signed again (its content, and so its file hashes, unchanged); once per bundle.
+   */
+  private bundle(id: string): SignedManifest | undefined {
     let b = this.bundles.get(id);
     if (!b) {
-      b = this.deps.store.getBundle(id);
-      if (b) this.bundles.set(id, b);
+      const rec: BundleRecord | undefined = this.deps.store.getBundle(id);
+      if (!rec) return undefined;
+      const keyId = this.keyId;
+      if (!keyId || rec.manifest.keyId === keyId) b = { manifest: rec.manifest, signature: rec.signature };
+      else {
+        const manifest = { ...rec.manifest, keyId };
+        b = { manifest, signature: signCanonical(manifest, this.deps.signingSecretKey) };
+      }
+      this.bundles.set(id, b);
       // Bundles are immutable; a small cache is enough for a rollout's few bundles.
       if (this.bundles.size > 256) this.bundles.delete(this.bundles.keys().next().value!);
     }
     return b;
   }
 
-  /** Signs one intent's envelope; null when its bundle is gone. */
+  /** Signs one intent's envelope (without the roots, which carry their own signatures); null when its bundle is gone. */
   private sign(it: { deviceId: string; seq: number; rolloutId: string; bundleId: string }): string | null {
-    const b = this.bundle(it.bundleId);
-    if (!b) return null;
+    const bundle = this.bundle(it.bundleId);
+    if (!bundle) return null;
     const desired: DesiredState = signDesired({
-      v: PROTOCOL_VERSION, deviceId: it.deviceId, seq: it.seq, rolloutId: it.rolloutId,
-      bundle: { manifest: b.manifest, signature: b.signature }, issuedAt: this.deps.now().toISOString(),
+      v: PROTOCOL_VERSION, deviceId: it.deviceId, seq: it.seq, rolloutId: it.rolloutId, bundle, issuedAt: this.deps.now().toISOString(),
     }, this.deps.signingSecretKey);
     return JSON.stringify(desired);
+  }
+
+  /** The message as published: the signed desired state with the current root chain added. */
+  private withRoots(signed: string): string {
+    const roots = this.deps.trust?.roots();
+    return roots ? `${signed.slice(0, -1)},"roots":${JSON.stringify(roots)}}` : signed;
   }
 
   private async carryOut(items: DesiredSend[]): Promise<void> {
@@ -98,31 +125,32 @@ export class DesiredStates {
             log.error({ deviceId: it.deviceId, bundleId: it.bundleId }, 'desired state not sent: its bundle is gone');
             continue;
           }
-          if (rollouts.storeSigned(it.deviceId, it.seq, text)) ready.push({ deviceId: it.deviceId, text });
+          if (rollouts.storeSigned(it.deviceId, it.seq, text, this.keyId)) ready.push({ deviceId: it.deviceId, text });
         }
       });
-      await Promise.all(ready.map((r) => (r.text === null ? publisher.clearDesired(r.deviceId) : publisher.publishDesired(r.deviceId, r.text))
+      await Promise.all(ready.map((r) => (r.text === null ? publisher.clearDesired(r.deviceId) : publisher.publishDesired(r.deviceId, this.withRoots(r.text)))
         .catch((err) => log.error({ deviceId: r.deviceId, err: errorMessage(err) }, 'publishing the desired state failed; the restart republish or the next decision sends it'))));
     }
   }
 
   /**
    * After a restart (the broker's retained store is empty): every device's latest desired state
-   * again. One already signed goes out byte for byte as before; an intent the crash caught
-   * before it was signed is signed now, with its own seq.
+   * again. One already signed goes out as before (the same signed envelope, with the current
+   * root chain); an intent the crash caught before it was signed, or one signed by an online key
+   * rotated out since, is signed now, with its own seq.
    */
   async republishAll(): Promise<{ republished: number; signed: number }> {
     const intents = this.deps.rollouts.desiredIntents();
     const unsigned: DesiredIntent[] = [];
     const ready: DesiredIntent[] = [];
-    for (const it of intents) (it.signed !== null && it.signedSeq === it.seq ? ready : unsigned).push(it);
+    for (const it of intents) (it.signed !== null && it.signedSeq === it.seq && it.signedKey === this.keyId ? ready : unsigned).push(it);
     for (let i = 0; i < ready.length; i += 200) {
       if (i > 0) await yieldToLoop();
-      await Promise.all(ready.slice(i, i + 200).map((it) => this.deps.publisher.publishDesired(it.deviceId, it.signed!)
+      await Promise.all(ready.slice(i, i + 200).map((it) => this.deps.publisher.publishDesired(it.deviceId, this.withRoots(it.signed!))
         .catch((err) => this.deps.log.error({ deviceId: it.deviceId, err: errorMessage(err) }, 'republish failed'))));
     }
     const republished = ready.length;
-    await this.send(unsigned);
+    await this.send(unsigned.map((it) => ({ deviceId: it.deviceId, seq: it.seq, rolloutId: it.rolloutId, bundleId: it.bundleId })));
     return { republished: republished + unsigned.length, signed: unsigned.length };
   }
 }

@@ -30,6 +30,8 @@ export class DeviceService {
     config: { enrollmentTokenTtlSec: number; heartbeatSec: number; publicHost: string };
     signingPublicKey: string; mqttPort: () => number;
     listener?: FleetListener; sessions?: DeviceSessions;
+    /** The root a device pins at enrollment (trust-chain.ts); absent where devices do not enroll through the chain. */
+    trustedRoot?: () => unknown;
   }) {}
 
   createEnrollmentToken(ttlSec?: number): { token: string; expiresAt: string } {
@@ -69,6 +71,8 @@ export class DeviceService {
     return {
       v: PROTOCOL_VERSION, deviceId: id, name: body.name ?? id, profile: profileId, orchestratorPublicKey: this.deps.signingPublicKey,
       mqtt: { host: this.deps.config.publicHost, port: this.deps.mqttPort() }, heartbeatSec: this.deps.config.heartbeatSec,
+      // The root the device pins: from here on it trusts bundles only through this chain.
+      ...(this.deps.trustedRoot ? { trustedRoot: this.deps.trustedRoot() as EnrollResponse['trustedRoot'] } : {}),
     };
   }
 

@@ -3,7 +3,7 @@ import type { Db } from '../db/database.js';
 import { RolloutStore } from '../db/rollout-store.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../logger.js';
-import { DesiredStates, type DesiredPublisher } from './desired-states.js';
+import { DesiredStates, type DesiredPublisher, type DesiredTrust } from './desired-states.js';
 import { DeviceService, type DeviceSessions } from './devices.js';
 import { RolloutEngine } from './rollout-engine.js';
 import { RolloutService } from './rollouts.js';
@@ -25,15 +25,19 @@ export function createServices(deps: {
   db: Db; store: Store; log: Logger; now: () => Date; publisher: DesiredPublisher; signingSecretKey: string; signingPublicKey: string;
   profiles: readonly Profile[]; config: { enrollmentTokenTtlSec: number; heartbeatSec: number; publicHost: string };
   mqttPort: () => number; sessions?: DeviceSessions; coalesceMs?: number;
+  /** The online key's id, the root chain sent with every desired state, and the root pinned at enrollment (trust-chain.ts). */
+  trust?: DesiredTrust & { latest: () => unknown };
 }): Services {
   const { db, store, log, now } = deps;
   const rolloutStore = new RolloutStore(db);
-  const desired = new DesiredStates({ store, rollouts: rolloutStore, publisher: deps.publisher, signingSecretKey: deps.signingSecretKey, now, log });
+  const desired = new DesiredStates({
+    store, rollouts: rolloutStore, publisher: deps.publisher, signingSecretKey: deps.signingSecretKey, now, log, ...(deps.trust ? { trust: deps.trust } : {}),
+  });
   const engine = new RolloutEngine({ rollouts: rolloutStore, desired, log, now, ...(deps.coalesceMs !== undefined ? { coalesceMs: deps.coalesceMs } : {}) });
   const rollouts = new RolloutService({ store, rollouts: rolloutStore, engine, desired, log, now });
   const devices = new DeviceService({
     store, profiles: deps.profiles, now, config: deps.config, signingPublicKey: deps.signingPublicKey, mqttPort: deps.mqttPort, listener: rollouts,
-    ...(deps.sessions ? { sessions: deps.sessions } : {}),
+    ...(deps.sessions ? { sessions: deps.sessions } : {}), ...(deps.trust ? { trustedRoot: deps.trust.latest } : {}),
   });
   return { rolloutStore, desired, engine, rollouts, devices };
 }
