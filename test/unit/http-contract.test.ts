@@ -134,6 +134,9 @@ test('every route declares who may call it; the admin may call every route that 
   assert.deepEqual(access('POST', '/v1/enroll'), ['public']);
   assert.deepEqual(access('GET', '/v1/bundles/:id/files/:path'), ['admin', 'operator', 'viewer', 'device']);
   assert.deepEqual(access('POST', '/v1/rollouts'), ['admin', 'operator']);
+  for (const c of ['pause', 'resume', 'approve', 'cancel', 'rollback']) assert.deepEqual(access('POST', `/v1/rollouts/:id/${c}`), ['admin', 'operator'], c);
+  assert.deepEqual(access('GET', '/v1/rollouts/:id/events'), ['admin', 'operator', 'viewer']);
+  assert.deepEqual(access('GET', '/v1/rollouts/:id'), ['admin', 'operator', 'viewer']);
   assert.deepEqual(access('DELETE', '/v1/devices/:id'), ['admin']);
 });
 

@@ -230,6 +230,10 @@ export class RolloutStore {
     return (this.stmt(`SELECT ${DEVICE_VIEW_COLUMNS} FROM devices d WHERE d.revoked_at IS NULL ORDER BY d.id`).all() as Row[]).map(toDeviceView);
   }
 
+  bundleExists(id: string): boolean {
+    return !!this.stmt('SELECT 1 FROM bundles WHERE id = ?').get(id);
+  }
+
   /** profile → bundle of the build's built artifacts. */
   buildBundles(buildId: string): Record<string, string> {
     const out: Record<string, string> = {};

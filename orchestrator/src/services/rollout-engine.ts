@@ -188,8 +188,9 @@ export class RolloutEngine {
         // A newer desired state naming what the device runs: the agent answers active at once and
         // drops a download in progress. Clearing the retained message would not reach a
         // persistent session's queue.
+        // A bundle we never built (installed by hand, say) cannot be named: the retained message is cleared instead.
         const device: RolloutDeviceView | undefined = rollouts.deviceView(d.deviceId);
-        const active = device?.activeBundle ?? null;
+        const active = device?.activeBundle && rollouts.bundleExists(device.activeBundle) ? device.activeBundle : null;
         return { deviceId: d.deviceId, rolloutId: r.id, bundleId: active, seq: rollouts.allocateDesired(d.deviceId, r.id, active) };
       }
       default:
