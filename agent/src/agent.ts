@@ -3,16 +3,20 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
   DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, TrustVerifier, Validator, catalogueCode, createChunkDecoder,
-  createDeviceCredential, deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, verifyFileIntegrity,
-  type BenchmarkResult, type DesiredState, type ErrorCode, type Heartbeat, type SignedManifest, type SignedRoot, type StatusReport,
+  deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, verifyFileIntegrity,
+  type BenchmarkResult, type DesiredState, type ErrorCode, type SignedManifest, type SignedRoot,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
 import { BundleSlots, sha256File } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
+import { noticeEndsTransfer } from './chunk-transfer.js';
+import { answerOldDesired, classifyDesired, parseDesired } from './desired-check.js';
+import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from './device-reports.js';
+import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay } from './device-session.js';
 import { loadTrustedRoot, saveTrustedRoot, type Identity } from './identity.js';
 import type { Logger } from './logger.js';
-import { isTerminal, nextPhase, reportedState, type UpdateEvent } from './update-machine.js';
+import { isTerminal, nextPhase, type UpdateEvent } from './update-machine.js';
 
 export interface AgentOptions {
   dataDir: string;
@@ -29,9 +33,6 @@ export interface AgentOptions {
   /** Test-only fault injection; see `fault()`. */
   faults?: string[];
 }
-
-/** Refusals that end the transfer they concern; see the notice handling in onMessage. */
-const FATAL_NOTICES: readonly string[] = ['BUNDLE_NOT_ASSIGNED', 'FILE_NOT_IN_BUNDLE', 'CHUNK_OUT_OF_RANGE'] satisfies ErrorCode[];
 
 /** A step's failure with the catalogue code it is reported under, and the figures measured, if any. */
 class StepError extends EdgepackError {
@@ -109,28 +110,16 @@ export class Agent {
   private connect(): void {
     if (this.stopped) return;
     const { deviceId } = this.id;
-    const client = mqtt.connect({
-      host: this.id.mqtt.host,
-      port: this.id.mqtt.port,
-      protocol: 'mqtt',
-      clientId: deviceId,
-      username: deviceId,
-      // The credential is signed fresh for each connection; it is only valid for minutes.
-      password: createDeviceCredential(deviceId, this.id.secretKey, new Date()),
-      clean: false,
-      keepalive: Math.max(5, this.id.heartbeatSec),
-      reconnectPeriod: 0, // our own loop below re-signs the credential and backs off
-      connectTimeout: 10_000,
-      will: { topic: this.topic(DeviceTopic.presence), payload: Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, online: false })), qos: 1, retain: false },
-    });
+    // Credential, persistent session and last will: see device-session.ts. Our own loop below reconnects.
+    const client = mqtt.connect(deviceClientOptions(this.id, new Date()));
     this.client = client;
     client.on('connect', () => {
       this.backoffMs = 1000;
       this.o.log.info({ deviceId }, 'connected');
-      client.subscribe([this.topic(DeviceTopic.desired), this.topic(DeviceTopic.chunk), this.topic(DeviceTopic.notice)], { qos: 1 }, (err) => {
+      client.subscribe(deviceSubscriptions(deviceId), { qos: 1 }, (err) => {
         if (err) this.o.log.warn({ err: err.message }, 'subscribe failed');
       });
-      this.publish(DeviceTopic.presence, { v: PROTOCOL_VERSION, online: true });
+      this.publish(DeviceTopic.presence, presence(true));
       this.heartbeat();
       // The orchestrator may have missed these while we were away; it ignores repeats.
       const d = this.state.deployment;
@@ -146,8 +135,8 @@ export class Agent {
       client.removeAllListeners();
       client.on('error', () => undefined);
       client.end(true);
-      const delay = Math.round(this.backoffMs * (0.5 + Math.random() / 2));
-      this.backoffMs = Math.min(30_000, this.backoffMs * 2);
+      const { delayMs: delay, nextBackoffMs } = reconnectDelay(this.backoffMs, Math.random());
+      this.backoffMs = nextBackoffMs;
       this.o.log.info({ delayMs: delay }, 'disconnected; reconnecting');
       const t = setTimeout(() => this.connect(), delay);
       this.timers.push(t);
@@ -180,11 +169,9 @@ export class Agent {
         const { code, message, bundleId } = n.value;
         this.o.log.warn({ code, topic: n.value.topic, bundleId }, `orchestrator notice: ${message}`);
         const dl = this.download;
-        // A notice naming a bundle only concerns that bundle's transfer; a late one about an
-        // earlier bundle must not fail the current one. Unnamed notices: refusal codes only.
-        if (!dl || (bundleId !== undefined && bundleId !== dl.bundleId)) return;
+        // Only a refusal about this very transfer ends it; see noticeEndsTransfer.
         // The code arrived over the wire: a newer orchestrator may send one this agent does not know.
-        if (isErrorCode(code) && (FATAL_NOTICES.includes(code) || (code === 'INTERNAL_ERROR' && bundleId === dl.bundleId))) dl.fail(new StepError(code, message));
+        if (dl && isErrorCode(code) && noticeEndsTransfer(n.value, dl.bundleId)) dl.fail(new StepError(code, message));
       }
     } catch (err) {
       // Nothing a broker delivers may take the agent down.
@@ -199,11 +186,10 @@ export class Agent {
   }
 
   private heartbeat(): void {
-    const hb: Heartbeat = {
-      v: PROTOCOL_VERSION, deviceId: this.id.deviceId, uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
-      activeBundle: this.activeBundleId, lastBenchmark: this.state?.lastBenchmark ?? null, agentVersion: this.o.agentVersion, at: new Date().toISOString(),
-    };
-    this.publish(DeviceTopic.heartbeat, hb);
+    this.publish(DeviceTopic.heartbeat, heartbeatMessage({
+      deviceId: this.id.deviceId, uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
+      activeBundle: this.activeBundleId, lastBenchmark: this.state?.lastBenchmark ?? null, agentVersion: this.o.agentVersion, at: new Date(),
+    }));
   }
 
   private activeBundleId: string | null = null;
@@ -211,11 +197,12 @@ export class Agent {
   /** Re-asks a transfer that made no progress; gives up after `maxStallAsks` re-asks in a row brought nothing. */
   private watchTransfer(): void {
     const dl = this.download;
-    if (!dl || !this.client?.connected || dl.stalledFor() <= this.stallMs) return;
+    if (!dl || !this.client?.connected) return;
     const maxAsks = this.o.maxStallAsks ?? 6;
-    if (dl.reask(maxAsks)) {
+    const check = dl.checkStall(this.stallMs, maxAsks);
+    if (check === 'reasked') {
       this.o.log.info({ file: dl.file.path, reask: dl.reasks, of: maxAsks }, 'transfer stalled; asking again');
-    } else {
+    } else if (check === 'exhausted') {
       dl.fail(new StepError('DOWNLOAD_STALLED', `no data for ${dl.file.path} of bundle ${dl.bundleId} after ${maxAsks} requests ${this.stallMs} ms apart`));
     }
   }
@@ -275,23 +262,19 @@ export class Agent {
   // ---------------------------------------------------------------- desired state
 
   private async onDesired(payload: Buffer): Promise<void> {
-    if (payload.length === 0) return; // retained message cleared
-    const parsed = this.desiredValidator.parse(payload, 4 << 20);
-    if (!parsed.ok) return this.o.log.warn({ code: parsed.code }, `desired state refused: ${parsed.reason}`);
-    const desired = parsed.value;
-    if (desired.deviceId !== this.id.deviceId) return this.o.log.warn({ deviceId: desired.deviceId }, 'desired state for another device ignored');
-    // Roots first, as TUF updates the root before anything it vouches for: a rotated online key
-    // is only known once the new root that delegates to it has been walked to.
-    if (desired.roots?.length) await this.updateTrust(desired.roots);
-    // Before anything else, and before its seq counts: whoever can publish on the topic could
-    // otherwise replay an old bundle or send a huge seq and lock the device out of updates.
-    try {
-      this.trustVerifier.verifyDesired(this.trust, desired, new Date());
-    } catch (err) {
-      return this.o.log.warn({ seq: desired.seq, rolloutId: desired.rolloutId, code: errorCode(err), rootVersion: this.trust.signed.version },
-        `desired state ignored: ${errorMessage(err)}`);
-    }
-    if (desired.seq <= this.state.lastSeq) return this.onOldDesired(desired);
+    // Shape and addressee; then roots, as TUF updates the root before anything it vouches for (a
+    // rotated online key is only known once the root delegating to it has been walked to); then
+    // the envelope signature through that root, before the seq counts. See desired-check.ts.
+    const parsed = parseDesired(payload, { validator: this.desiredValidator, deviceId: this.id.deviceId });
+    if (parsed.kind === 'cleared') return;
+    if (parsed.kind === 'refused') return this.o.log.warn(parsed.fields, parsed.reason);
+    if (parsed.desired.roots?.length) await this.updateTrust(parsed.desired.roots);
+    const check = classifyDesired(parsed.desired, {
+      verify: (desired) => this.trustVerifier.verifyDesired(this.trust, desired, new Date()), lastSeq: this.state.lastSeq, rootVersion: this.trust.signed.version,
+    });
+    if (check.kind === 'refused') return this.o.log.warn(check.fields, check.reason);
+    if (check.kind === 'old') return this.onOldDesired(check.desired);
+    const desired = check.desired;
     this.state.lastSeq = desired.seq;
     const replaced = this.state.queued;
     this.state.queued = desired;
@@ -316,11 +299,9 @@ export class Agent {
 
   /** A desired state at or below lastSeq: a redelivery to repeat an answer to, or an older one that will never run. */
   private async onOldDesired(desired: DesiredState): Promise<void> {
-    const d = this.state.deployment;
-    if (d?.rolloutId === desired.rolloutId) return this.report(d);
-    if (this.state.queued?.rolloutId === desired.rolloutId) return; // waits its turn
-    const known = this.state.recent.find((r) => r.rolloutId === desired.rolloutId);
-    if (known) return this.report(known);
+    const answer = answerOldDesired(desired, { current: this.state.deployment, queued: this.state.queued, recent: this.state.recent });
+    if (answer.kind === 'report') return this.report(answer.deployment);
+    if (answer.kind === 'wait') return; // waits its turn
     // E.g. redelivered after a newer one (persistent session plus retained message): answer
     // it, or its rollout would wait for this device forever.
     this.supersede(desired, null);
@@ -407,7 +388,7 @@ export class Agent {
       this.o.log.error({ err: errorMessage(err) }, 'could not persist the deployment state');
     }
     this.fault(`kill-after-${next.phase}`);
-    if (reportedState(next.phase) !== reportedState(d.phase) || isTerminal(next.phase)) this.report(next);
+    if (reportsTransition(d.phase, next.phase)) this.report(next);
     this.o.log.info({ bundleId: d.bundle.manifest.bundleId, from: d.phase, to: next.phase, code: next.code }, next.reason ?? 'transition');
   }
 
@@ -474,26 +455,14 @@ export class Agent {
     const result = await benchmarkInChild({
       bundleDir: this.slots.dir(m.bundleId), manifest: m, warmupRuns: Math.min(runs, m.acceptance.warmupRuns ?? 3), runs, providers: m.runtime.executionProviders,
     }, this.o.benchmarkTimeoutMs ?? 300_000);
-    if (!result.golden.passed) {
-      throw new StepError('GOLDEN_MISMATCH', `golden samples differ by up to ${result.golden.maxAbsError}, allowed ${m.golden.maxAbsError}`, result);
-    }
-    const budget = m.acceptance.p95LatencyMs;
-    if (budget !== undefined && result.latencyMs.p95 > budget) {
-      throw new StepError('LATENCY_BUDGET_EXCEEDED', `p95 latency ${result.latencyMs.p95} ms is over the profile's ${budget} ms budget`, result);
-    }
+    const refusal = acceptanceFailure(m, result);
+    if (refusal) throw new StepError(refusal.code, refusal.message, result);
     return result;
   }
 
   private report(d: Deployment): void {
-    let state = reportedState(d.phase);
-    // Nothing to roll back to on a first install: say failed, not rolled_back.
-    if (state === 'rolled_back' && !d.hadPrevious) state = 'failed';
-    const r: StatusReport = {
-      v: PROTOCOL_VERSION, deviceId: this.id.deviceId, rolloutId: d.rolloutId, bundleId: d.bundle.manifest.bundleId, state,
-      ...(d.code ? { code: d.code } : {}), ...(d.reason ? { reason: d.reason.slice(0, 4000) } : {}), ...(d.result ? { result: d.result } : {}),
-      at: d.updatedAt,
-    };
-    this.publish(DeviceTopic.status, r);
+    // Failed vs rolled_back, and what the report carries: see statusReport.
+    this.publish(DeviceTopic.status, statusReport(this.id.deviceId, { ...d, bundleId: d.bundle.manifest.bundleId }));
   }
 
   /** Every state write goes through the one StateStore queue, in call order. */

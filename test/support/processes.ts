@@ -22,8 +22,9 @@ export interface Proc {
  */
 export const ONE_WAVE = { waves: [{ name: 'all', size: { percent: 100 }, bakeSec: 0 }], gate: { maxP95Regression: 100 } } as const;
 
-export function startProcess(file: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** `nodeArgs` go before the script (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
+export function startProcess(file: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Proc {
+  const child = spawn(process.execPath, [...nodeArgs, file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let all = '';
   let err = '';
@@ -83,8 +84,8 @@ export interface Orchestrator {
   stop: () => Promise<void>;
 }
 
-export async function startOrchestrator(dataDir: string, extraArgs: string[] = []): Promise<Orchestrator> {
-  const proc = startProcess(ORCHESTRATOR_CLI(), ['serve', '--data-dir', dataDir, '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--heartbeat-sec', '2', '--log-level', 'debug', ...extraArgs]);
+export async function startOrchestrator(dataDir: string, extraArgs: string[] = [], opts: { nodeArgs?: string[] } = {}): Promise<Orchestrator> {
+  const proc = startProcess(ORCHESTRATOR_CLI(), ['serve', '--data-dir', dataDir, '--http-host', '127.0.0.1', '--http-port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--heartbeat-sec', '2', '--log-level', 'debug', ...extraArgs], {}, opts.nodeArgs);
   const ev = await proc.event('listening');
   const adminToken = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
   const url = `http://127.0.0.1:${ev.httpPort}`;
