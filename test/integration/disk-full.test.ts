@@ -1,4 +1,4 @@
-// A full disk on either side: the request or deployment fails with a clear code, nothing
+// A full disk on either side: the request or the action fails with a clear code, nothing
 // half-written is left behind, the process keeps serving, and it recovers once there is room.
 // The small disks are tmpfs mounts, which needs root; elsewhere the test is skipped with that reason.
 import { after, before, test } from 'node:test';

@@ -240,7 +240,7 @@ test('kill -9 during install: after restart the agent finishes the install clean
   await faulty.exited;
   assert.equal(faulty.child.signalCode, 'SIGKILL');
   const state = JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8'));
-  assert.equal(state.deployment.phase, 'installing');
+  assert.equal(state.action.phase, 'installing');
   assert.ok((await readdir(join(dir.path, 'agent', 'bundles'))).includes(`.staging-${b.bundleId}`), 'the crash left a half-staged bundle');
   assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'active.json'), 'utf8')).bundleId, firstBundle);
 
@@ -267,7 +267,7 @@ for (const phase of ['verifying', 'benchmarking', 'committing', 'done']) {
     const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
     await faulty.exited;
     assert.equal(faulty.child.signalCode, 'SIGKILL');
-    assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8')).deployment.phase, phase);
+    assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8')).action.phase, phase);
     agent = await startAgent(orch, join(dir.path, 'agent'), { enroll: false });
     const done = await until('rollout finished after restart', async () => {
       const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);

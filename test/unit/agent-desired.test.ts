@@ -134,7 +134,7 @@ test('two desired states at once: the older ends terminal (superseded), the newe
   assert.equal(old.code, 'SUPERSEDED');
   await until('newer rollout downloading', async () => lastReport(h, 'rol_new')?.state === 'downloading' && h.chunkRequests.some((c) => c.bundleId === 'bdl_new'), 5000, 20);
   const s = await readState(h.dataDir);
-  assert.equal(s.deployment.rolloutId, 'rol_new');
+  assert.equal(s.action.rolloutId, 'rol_new');
   assert.equal(s.lastSeq, 2);
 });
 
