@@ -826,6 +826,22 @@ test('supersede: a rolled-back rollout holds the devices still to be returned, a
   assert.deepEqual(ds.map((d) => d.kind === 'mark-rollback' && d.outcome), ['superseded']);
 });
 
+test('a rolled-back rollout lets go of a device once it is back, even if its install was still marked under way', () => {
+  const p = plan({}, [2, 100]);
+  let { snap } = started(p, snapshotOf(p, fleet(4)));
+  const [a, b] = wave(snap, 0) as [string, string];
+  snap = install(snap, a, T0 + SEC); // active, baking: still dispatched
+  const rb = command(p, snap, { kind: 'rollback' }, T0 + 5 * SEC);
+  assert.equal(memberOf(rb.snap, a).phase, 'dispatched');
+  assert.ok(holdsStream(memberOf(rb.snap, a), rb.snap.rollout.status), 'held while the rollback is under way');
+  snap = withReport(rb.snap, statusReport(memberOf(rb.snap, a), OB, 'active', T0 + 7 * SEC), T0 + 7 * SEC);
+  snap = withReport(snap, statusReport(memberOf(snap, b), OB, 'active', T0 + 7 * SEC), T0 + 7 * SEC);
+  const r = step(p, snap, T0 + 8 * SEC);
+  assert.equal(r.snap.rollout.status, 'rolled_back');
+  assert.equal(memberOf(r.snap, a).rollbackState, 'done');
+  assert.equal(holdsStream(memberOf(r.snap, a), r.snap.rollout.status), false, 'back on its previous bundle: free for the next rollout');
+});
+
 // ------------------------------------------------------------------------------ idempotence and restart
 
 test('restart in the middle of a wave: the persisted snapshot gives the same decisions; applied, nothing is dispatched twice and nobody forgotten', () => {
