@@ -150,6 +150,8 @@ export class RolloutEngine {
     const status = after.rollout.status;
     const open = (m: RolloutMember) => holdsStream(m, status);
     const sends: DesiredSend[] = [];
+    /** The desired-state seq each IO decision was given, for its event. */
+    const seqs = new Map<Decision, number>();
     for (const d of decisions) {
       const p = patchOf(d, t);
       if (p.rollout) rollouts.updateRollout(r.id, p.rollout);
@@ -162,12 +164,18 @@ export class RolloutEngine {
       }
       if (p.member) rollouts.updateMember(r.id, p.member.deviceId, p.member.patch, open(finalMember.get(p.member.deviceId)!));
       const send = this.desiredFor(r, snap, d);
-      if (send) sends.push(send);
+      if (send) {
+        sends.push(send);
+        seqs.set(d, send.seq);
+      }
     }
     if (status !== snap.rollout.status) rollouts.setOpenFlags(r.id, after.members, open);
     rollouts.appendEvents(r.id, now.toISOString(), [
       ...extra,
-      ...decisions.map((d) => ({ kind: d.kind, deviceId: deviceOf(d), data: d as unknown as Record<string, unknown> })),
+      ...decisions.map((d) => ({
+        kind: d.kind, deviceId: deviceOf(d),
+        data: { ...(d as unknown as Record<string, unknown>), ...(seqs.has(d) ? { desiredSeq: seqs.get(d) } : {}) },
+      })),
     ]);
     return sends;
   }
