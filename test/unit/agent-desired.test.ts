@@ -40,7 +40,7 @@ afterEach(async () => {
 
 async function harness(extra: Partial<AgentOptions> & Record<string, unknown> = {}): Promise<Harness> {
   const dir = await tempDir('agent-desired');
-  const store = { getDevice: (id: string) => (id === DEVICE_ID ? { id, publicKey: DEVICE.publicKey, revokedAt: null } : undefined) } as unknown as Store;
+  const store = { getDeviceKey: (id: string) => (id === DEVICE_ID ? { publicKey: DEVICE.publicKey, revoked: false } : undefined) } as unknown as Store;
   const broker = await startBroker({ store, log: silent, host: '127.0.0.1', port: 0, now: () => new Date() });
   const logs: Harness['logs'] = [];
   const reports: StatusReport[] = [];

@@ -70,7 +70,7 @@ async function harness(active: Made, previous: Made) {
   await placeInSlot(dir.path, previous);
   await writeFile(join(dir.path, 'active.json'), record(active));
   await writeFile(join(dir.path, 'previous.json'), record(previous));
-  const store = { getDevice: (id: string) => (id === DEVICE_ID ? { id, publicKey: DEVICE.publicKey, revokedAt: null } : undefined) } as unknown as Store;
+  const store = { getDeviceKey: (id: string) => (id === DEVICE_ID ? { publicKey: DEVICE.publicKey, revoked: false } : undefined) } as unknown as Store;
   const broker: Broker = await startBroker({ store, log: createLogger('silent'), host: '127.0.0.1', port: 0, now: () => new Date() });
   const reports: StatusReport[] = [];
   const chunkRequests: unknown[] = [];

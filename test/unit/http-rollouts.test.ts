@@ -163,7 +163,8 @@ test('a second rollout of the same stream is a 409 listing the devices; supersed
   assert.match(e.message, /supersede: true/);
   // Another stream is no conflict.
   build('bld_other', 'mdl_other', ['x86-64-gateway']);
-  const other = await post('/v1/rollouts', { buildId: 'bld_other', target: { deviceIds: [ids[3]!] }, waves: [{ size: { percent: 100 } }], rate: { maxInFlight: 1 } });
+  const outsider = ids.find((x) => !first.includes(x))!; // not one whose withdrawal is checked below
+  const other = await post('/v1/rollouts', { buildId: 'bld_other', target: { deviceIds: [outsider] }, waves: [{ size: { percent: 100 } }], rate: { maxInFlight: 1 } });
   assert.equal(other.statusCode, 201, other.body);
   assert.equal(json(await post(`/v1/rollouts/${json(other).rollout.id}/cancel`)).rollout.status, 'cancelled');
 
@@ -190,10 +191,10 @@ test('a second rollout of the same stream is a 409 listing the devices; supersed
   // The database itself refuses a second open member of the same device and stream (here in a
   // rollout that has no member for that device at all).
   const insert = (open: number) => t.db.prepare(`INSERT INTO rollout_members (rollout_id, device_id, stream, open, profile, wave, ord, step, phase, joined_ms, late, attempts, unreached)
-    VALUES (?, ?, 'mdl_stream', ?, 'x86-64-gateway', 0, 999, 'install', 'waiting', 0, 0, 0, 0)`).run(json(other).rollout.id, ids[0]!, open);
+    VALUES (?, ?, 'mdl_stream', ?, 'x86-64-gateway', 0, 999, 'install', 'waiting', 0, 0, 0, 0)`).run(json(other).rollout.id, first[0], open);
   assert.throws(() => insert(1), /UNIQUE constraint failed: rollout_members\.device_id, rollout_members\.stream/);
   insert(0); // closed members are not counted
-  t.db.prepare('DELETE FROM rollout_members WHERE rollout_id = ? AND device_id = ?').run(json(other).rollout.id, ids[0]!);
+  t.db.prepare('DELETE FROM rollout_members WHERE rollout_id = ? AND device_id = ?').run(json(other).rollout.id, first[0]);
   for (const id of [r1.id, r2.id]) await post(`/v1/rollouts/${id}/cancel`);
   await t.services.engine.idle();
 });
@@ -368,6 +369,26 @@ test('GET /v1/rollouts/:id/events pages with limit and cursor, filters by kind a
   assert.equal(errorOf(await app.inject({ url: `/v1/rollouts/${r.id}/events?limit=0`, headers: ADMIN }), 400).code, 'VALIDATION_FAILED');
   await post(`/v1/rollouts/${r.id}/cancel`);
   await t.services.engine.idle();
+});
+
+test('rounds decide over the kept snapshot, which follows every report; reading it back from the database gives the same', async () => {
+  build('bld_kept', 'mdl_kept', ['raspberry-pi-4']);
+  const ids = devices('kp', 6, 'raspberry-pi-4', 'bdl_prev');
+  const r = json(await post('/v1/rollouts', { buildId: 'bld_kept', target: { deviceIds: ids }, waves: [{ size: { count: 2 }, bakeSec: 0 }, { size: { percent: 100 }, bakeSec: 0 }], gate: { maxP95Regression: 100 } })).rollout;
+  const loads = t.services.engine.loads;
+  const rounds = t.services.engine.rounds;
+  for (let i = 0; i < 3; i++) {
+    for (const d of (await get(r.id)).devices.filter((x: any) => x.outcome === 'dispatched')) play(r.id, d.deviceId, { p95: 10 });
+    await advance(200);
+  }
+  const kept = await get(r.id);
+  assert.equal(kept.status, 'succeeded');
+  assert.ok(t.services.engine.rounds >= rounds + 2, 'the rollout went through several rounds');
+  assert.equal(t.services.engine.loads, loads, 'none of them read the members back');
+  t.services.engine.forget();
+  const fresh = await get(r.id);
+  assert.equal(t.services.engine.loads, loads + 1);
+  assert.deepEqual(fresh, kept, 'what was kept is what the database holds');
 });
 
 test('a restart picks up from the database: every device\'s latest desired state goes out again unchanged, nothing is dispatched twice', async () => {

@@ -107,13 +107,6 @@ export interface StagedRollout {
   createdAt: string;
 }
 
-/** A member with what the device measured (the newest install report's result, and the rollback's). */
-export interface MemberWithResults {
-  member: RolloutMember;
-  result: BenchmarkResult | null;
-  rollbackResult: BenchmarkResult | null;
-}
-
 /** A device's latest desired state: the intent (written with the decision) and the signed message, once published. */
 export interface DesiredIntent {
   deviceId: string;
@@ -198,10 +191,10 @@ export class RolloutStore {
     return (this.stmt('SELECT * FROM rollout_members WHERE rollout_id = ? ORDER BY ord').all(rolloutId) as Row[]).map(toMember);
   }
 
-  membersWithResults(rolloutId: string): MemberWithResults[] {
-    return (this.stmt('SELECT * FROM rollout_members WHERE rollout_id = ? ORDER BY ord').all(rolloutId) as Row[]).map((r) => ({
-      member: toMember(r), result: json(r.result, null), rollbackResult: json(r.rollback_result, null),
-    }));
+  /** What the devices measured, by device: only members that reported figures, and only those columns. */
+  resultsOf(rolloutId: string): Map<string, { result: BenchmarkResult | null; rollbackResult: BenchmarkResult | null }> {
+    const rows = this.stmt('SELECT device_id, result, rollback_result FROM rollout_members WHERE rollout_id = ? AND (result IS NOT NULL OR rollback_result IS NOT NULL)').all(rolloutId) as Row[];
+    return new Map(rows.map((r) => [r.device_id as string, { result: json(r.result, null), rollbackResult: json(r.rollback_result, null) }]));
   }
 
   member(rolloutId: string, deviceId: string): RolloutMember | undefined {

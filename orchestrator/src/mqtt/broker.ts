@@ -25,7 +25,8 @@ function authError(message: string, returnCode: number): AuthenticateError {
  * The embedded Aedes broker. Each hook handles one packet kind; the rules themselves are pure
  * functions in core/mqtt-acl.ts.
  */
-export async function startBroker(opts: { store: Store; log: Logger; host: string; port: number; now: () => Date }): Promise<Broker> {
+/** The broker reads only a device's key and revocation (Store.getDeviceKey). */
+export async function startBroker(opts: { store: Pick<Store, 'getDeviceKey'>; log: Logger; host: string; port: number; now: () => Date }): Promise<Broker> {
   const { store, log, now } = opts;
   const aedes = await Aedes.createBroker({
     // CONNECT (MQTT 3.1.1 §3.1): username is the device id, password its signed credential.
@@ -34,12 +35,12 @@ export async function startBroker(opts: { store: Store; log: Logger; host: strin
       const deviceId = username ?? '';
       let device;
       try {
-        device = isValidDeviceId(deviceId) ? store.getDevice(deviceId) : undefined;
+        device = isValidDeviceId(deviceId) ? store.getDeviceKey(deviceId) : undefined;
       } catch (err) {
         log.error({ deviceId, err }, 'mqtt connect: device lookup failed');
         return done(authError('server unavailable', 3), false);
       }
-      if (!device || device.revokedAt) {
+      if (!device || device.revoked) {
         log.warn({ clientId: client.id, username: deviceId }, 'mqtt connect refused: unknown or revoked device');
         return done(authError('unknown or revoked device', 4), false);
       }

@@ -7,6 +7,7 @@ import type { BlobStore } from '../blob-store.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../logger.js';
 import type { DesiredPublisher } from '../services/desired-states.js';
+import { ChunkFrameCache } from './chunk-frame-cache.js';
 
 /** What the gateway hands on of what devices say (services/rollouts.ts RolloutService). */
 export interface DeviceEvents {
@@ -27,6 +28,7 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly chunkRequest = new Validator('chunk request', ChunkRequestSchema);
   private readonly presence = new Validator('presence', PresenceSchema);
   events?: DeviceEvents;
+  readonly frames = new ChunkFrameCache();
 
   constructor(private readonly deps: { aedes: Aedes; store: Store; blobs: BlobStore; log: Logger; now: () => Date }) {
     deps.aedes.on('publish', (packet, client) => {
@@ -138,8 +140,11 @@ export class DeviceGateway implements DesiredPublisher {
     if (index >= total) return this.notice(deviceId, 'CHUNK_OUT_OF_RANGE', `chunk ${index} is past the last chunk ${total - 1} of ${sha256}`, undefined, bundleId);
     const topic = deviceTopic(deviceId, DeviceTopic.chunk);
     for (let i = index; i < Math.min(total, index + count); i++) {
-      const bytes = await blobs.readRange(sha256, i * CHUNK_SIZE, Math.min(CHUNK_SIZE, file.length - i * CHUNK_SIZE));
-      await this.publish(topic, encodeChunkFrame({ bundleId, sha256, index: i, fileLength: file.length, bytes }), false);
+      const frame = await this.frames.get(`${bundleId}/${sha256}/${i}`, async () => {
+        const bytes = await blobs.readRange(sha256, i * CHUNK_SIZE, Math.min(CHUNK_SIZE, file.length - i * CHUNK_SIZE));
+        return encodeChunkFrame({ bundleId, sha256, index: i, fileLength: file.length, bytes });
+      });
+      await this.publish(topic, frame, false);
     }
   }
 }

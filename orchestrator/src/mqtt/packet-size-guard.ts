@@ -54,6 +54,15 @@ export function guardSocket(socket: Socket, maxPacketBytes: number, onRefused: (
   const stream = new Duplex({
     read() { socket.resume(); },
     write(chunk: Buffer, _enc, cb) { socket.write(chunk, cb); },
+    // mqtt-packet corks the stream around each packet it writes in pieces (header, topic,
+    // payload) and Aedes around batches of packets: hand the batch to the socket corked too, so it
+    // leaves in one writev system call instead of one write per piece.
+    writev(chunks: { chunk: Buffer }[], cb) {
+      socket.cork();
+      for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!.chunk);
+      socket.write(chunks[chunks.length - 1]!.chunk, cb);
+      socket.uncork();
+    },
     final(cb) { socket.end(); cb(); },
     destroy(err, cb) { socket.destroy(err ?? undefined); cb(err); },
   });

@@ -9,6 +9,13 @@
  * once per `coalesceMs` (a wave of 1,000 devices reporting at once costs a few rounds, not
  * thousands). Rounds of all rollouts run one at a time; their database part is synchronous, so
  * nothing interleaves between reading the snapshot and writing the decisions.
+ *
+ * Snapshots are kept in memory between rounds, written through: the database stays the truth
+ * (every change is written there first), and each change to a member or a device is applied to
+ * the kept snapshot as it is committed (decisions by the engine, folded reports, heartbeats and
+ * presence by the service). Reading 1,000 members and their devices back for every round costs
+ * tens of milliseconds; keeping them costs nothing. A kept snapshot is read again from the
+ * database after RELOAD_MS anyway, and after a restart there is none.
  */
 import { errorMessage } from '@edgepack/protocol';
 import { decide } from '../core/rollout-decide.js';
@@ -28,6 +35,23 @@ export interface ExtraEvent {
   data: Record<string, unknown>;
 }
 
+/** A kept snapshot is reloaded from the database after this long, whatever happened. */
+const RELOAD_MS = 60_000;
+
+interface Kept {
+  staged: StagedRollout;
+  snap: RolloutSnapshot;
+  /** deviceId → index into snap.members. */
+  index: Map<string, number>;
+  loadedAt: number;
+  /** Continuous membership: the candidates must be read again (a device enrolled, changed tags or came online). */
+  candidatesStale: boolean;
+}
+
+function indexOf(snap: RolloutSnapshot): Map<string, number> {
+  return new Map(snap.members.map((m, i) => [m.deviceId, i]));
+}
+
 function deviceOf(d: Decision): string | null {
   if ('deviceId' in d) return d.deviceId;
   if (d.kind === 'add-member') return d.member.deviceId;
@@ -39,8 +63,14 @@ export class RolloutEngine {
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private closed = false;
+  private readonly kept = new Map<string, Kept>();
+  /** Snapshots written inside the transaction under way, kept once it commits. */
+  private staging: Map<string, { staged: StagedRollout; snap: RolloutSnapshot }> | null = null;
+  private stagedSends: DesiredSend[] = [];
   /** Rounds run so far (for logs and tests). */
   rounds = 0;
+  /** Snapshots read from the database so far (tests check that rounds reuse them). */
+  loads = 0;
 
   constructor(private readonly deps: {
     rollouts: RolloutStore; desired: DesiredStates; log: Logger; now: () => Date;
@@ -101,25 +131,119 @@ export class RolloutEngine {
 
   /** One round now: decide, write, then send. */
   async runRound(rolloutId: string): Promise<Decision[]> {
-    const r = this.deps.rollouts.getStaged(rolloutId);
-    if (!r) return [];
-    const snap = this.snapshot(r);
+    const k = this.keep(rolloutId);
+    if (!k) return [];
+    const { staged: r, snap } = k;
     const now = this.deps.now();
     let decisions = decide(r.plan, snap, now);
     if (decisions.length === 0) return decisions;
     this.rounds++;
     decisions = this.guardTakenOver(r, snap, decisions, (s) => decide(r.plan, s, now));
-    const sends = this.deps.rollouts.transaction(() => this.write(r, snap, decisions, now, []));
+    const sends = this.transaction(() => this.write(r, snap, decisions, now, []));
     await this.deps.desired.send(sends);
     return decisions;
   }
 
-  /** The rollout's snapshot; for continuous membership the target devices not in any open rollout of the stream are candidates. */
+  /** The kept snapshot of a staged rollout, read from the database when there is none (or it is old). */
+  private keep(rolloutId: string): Kept | undefined {
+    let k = this.kept.get(rolloutId);
+    const now = Date.now();
+    if (k && now - k.loadedAt > RELOAD_MS) k = undefined;
+    if (!k) {
+      const staged = this.deps.rollouts.getStaged(rolloutId);
+      if (!staged) {
+        this.kept.delete(rolloutId);
+        return undefined;
+      }
+      const snap = this.readSnapshot(staged);
+      this.loads++;
+      k = { staged, snap, index: indexOf(snap), loadedAt: now, candidatesStale: false };
+      this.kept.set(rolloutId, k);
+    } else if (k.candidatesStale && k.staged.plan.membership === 'continuous') {
+      const cands = this.candidates(k.staged, this.deps.rollouts.nonMemberDevices(rolloutId));
+      for (const d of cands) k.snap.devices[d.id] = d;
+      k.snap = { ...k.snap, candidates: cands.map((d) => d.id) };
+      k.candidatesStale = false;
+    }
+    return k;
+  }
+
+  /** The staged rollout (plan and engine state) as kept, or read. */
+  staged(rolloutId: string): StagedRollout | undefined {
+    return this.keep(rolloutId)?.staged;
+  }
+
+  /** The rollout's snapshot as decide() sees it now (for commands and views: do not keep it across an await). */
   snapshot(r: StagedRollout): RolloutSnapshot {
-    return this.deps.rollouts.snapshot(r, (nonMembers) => {
-      const busy = new Set(this.deps.rollouts.openMembersOfStream(r.stream, r.id).map((o) => o.member.deviceId));
-      return nonMembers.filter((d) => !busy.has(d.id) && matchesTarget(d, r.target));
-    });
+    return this.keep(r.id)?.snap ?? this.readSnapshot(r);
+  }
+
+  private readSnapshot(r: StagedRollout): RolloutSnapshot {
+    return this.deps.rollouts.snapshot(r, (nonMembers) => this.candidates(r, nonMembers));
+  }
+
+  /** Continuous membership: target devices that are members of no open rollout of the stream. */
+  private candidates(r: StagedRollout, nonMembers: RolloutDeviceView[]): RolloutDeviceView[] {
+    const busy = new Set(this.deps.rollouts.openMembersOfStream(r.stream, r.id).map((o) => o.member.deviceId));
+    return nonMembers.filter((d) => !busy.has(d.id) && matchesTarget(d, r.target));
+  }
+
+  /**
+   * Runs `fn` (which calls write()) in one database transaction; the snapshots and sends it
+   * produced are kept only once it has committed. Returns what to send.
+   */
+  transaction<T>(fn: () => T): T {
+    if (this.staging) return fn(); // nested: the outer one commits
+    this.staging = new Map();
+    this.stagedSends = [];
+    try {
+      const out = this.deps.rollouts.transaction(fn);
+      for (const [id, x] of this.staging) {
+        const k = this.kept.get(id);
+        const members = x.snap.members.length;
+        if (k) {
+          k.staged = x.staged;
+          if (k.snap.members.length !== members) k.index = indexOf(x.snap);
+          k.snap = x.snap;
+        }
+      }
+      // Who was sent what: a device's newest desired state is now this rollout's.
+      for (const send of this.stagedSends) this.devicePatched(send.deviceId, { desiredRolloutId: send.rolloutId });
+      return out;
+    } catch (err) {
+      for (const id of this.staging.keys()) this.kept.delete(id);
+      throw err;
+    } finally {
+      this.staging = null;
+      this.stagedSends = [];
+    }
+  }
+
+  /** A committed change to one member (a folded report): the kept snapshot follows. */
+  memberPatched(rolloutId: string, deviceId: string, patch: Partial<RolloutMember>): void {
+    const k = this.kept.get(rolloutId);
+    const i = k?.index.get(deviceId);
+    if (!k || i === undefined) return;
+    k.snap.members[i] = { ...k.snap.members[i]!, ...patch };
+  }
+
+  /** A committed change to a device (a report, heartbeat, presence, revocation): every kept snapshot holding it follows. */
+  devicePatched(deviceId: string, patch: Partial<RolloutDeviceView>): void {
+    if (Object.keys(patch).length === 0) return;
+    for (const k of this.kept.values()) {
+      const d = k.snap.devices[deviceId];
+      if (d) k.snap.devices[deviceId] = { ...d, ...patch };
+    }
+  }
+
+  /** A device enrolled, changed tags or came online: continuous rollouts read their candidates again. */
+  candidatesChanged(): void {
+    for (const k of this.kept.values()) if (k.staged.plan.membership === 'continuous') k.candidatesStale = true;
+  }
+
+  /** Something changed that the kept snapshots cannot follow: read them all again. */
+  forget(): void {
+    this.kept.clear();
   }
 
   /**
@@ -170,6 +294,13 @@ export class RolloutEngine {
       }
     }
     if (status !== snap.rollout.status) rollouts.setOpenFlags(r.id, after.members, open);
+    // Keep what the database now holds, once the transaction commits.
+    const added = new Set(after.members.length !== snap.members.length ? after.members.map((m) => m.deviceId) : []);
+    const next = added.size ? { ...after, candidates: after.candidates.filter((id) => !added.has(id)) } : after;
+    if (this.staging) {
+      this.staging.set(r.id, { staged: { ...r, state: after.rollout }, snap: next });
+      this.stagedSends.push(...sends);
+    }
     rollouts.appendEvents(r.id, now.toISOString(), [
       ...extra,
       ...decisions.map((d) => ({

@@ -48,8 +48,12 @@ export type RolloutDetail =
   /** A one-wave rollout made before waves existed: its actions as they were. */
   | { kind: 'legacy'; summary: RolloutRecord; actions: ActionRecord[] };
 
+/** A device online and seen this recently needs no presence write. */
+const PRESENCE_QUIET_MS = 2000;
+
 export class RolloutService {
   private readonly normalizer = new PlanNormalizer();
+  private continuousPoke: NodeJS.Immediate | undefined;
 
   constructor(private readonly deps: {
     store: Store; rollouts: RolloutStore; engine: RolloutEngine; desired: DesiredStates; log: Logger; now: () => Date;
@@ -102,11 +106,11 @@ export class RolloutService {
     // Taking over from older rollouts and inserting this one is one transaction: the partial
     // unique index never sees two open members of one device and stream.
     const sends: DesiredSend[] = [];
-    rollouts.transaction(() => {
+    engine.transaction(() => {
       const byRollout = new Map<string, Set<string>>();
       for (const c of conflicts.takeOver) byRollout.set(c.rolloutId, (byRollout.get(c.rolloutId) ?? new Set()).add(c.deviceId));
       for (const [oldId, ids] of byRollout) {
-        const old = rollouts.getStaged(oldId)!;
+        const old = engine.staged(oldId)!;
         const snap = engine.snapshot(old);
         const ds = supersedeDecisions(snap.members, old.state.status, ids, id);
         sends.push(...engine.write(old, snap, ds, at, [{ kind: 'superseded', deviceId: null, data: { by: id, devices: [...ids] } }]));
@@ -128,7 +132,7 @@ export class RolloutService {
   /** pause / resume / approve / cancel / rollback: recorded as an event whether carried out or refused (409). */
   async command(id: string, cmd: RolloutCommand): Promise<RolloutDetail> {
     const { rollouts, engine, now } = this.deps;
-    const r = rollouts.getStaged(id);
+    const r = engine.staged(id);
     if (!r) {
       if (this.deps.store.getRollout(id)) throw new EdgepackError('ROLLOUT_FINISHED', `rollout ${id} is a one-wave rollout made before waves; it takes no commands`);
       throw new EdgepackError('ROLLOUT_NOT_FOUND', `rollout ${id} not found`);
@@ -147,7 +151,7 @@ export class RolloutService {
       const again = handleCommand(r.plan, s, cmd, at);
       return again.ok ? again.decisions : [];
     });
-    const sends = rollouts.transaction(() => engine.write(r, snap, decisions, at, [{
+    const sends = engine.transaction(() => engine.write(r, snap, decisions, at, [{
       kind, deviceId: null, data: { command: cmd, result: decisions.length ? 'done' : 'already in effect', decisions: decisions.length },
     }]));
     await this.deps.desired.send(sends);
@@ -162,12 +166,12 @@ export class RolloutService {
     const { store, rollouts, engine, now } = this.deps;
     const summary = store.getRollout(id);
     if (!summary) throw new EdgepackError('ROLLOUT_NOT_FOUND', `rollout ${id} not found`);
-    const r = rollouts.getStaged(id);
+    const r = engine.staged(id);
     if (!r) return { kind: 'legacy', summary, actions: store.listActions(id) };
     const snap = engine.snapshot(r);
     const work = new RolloutWork(r.plan, snap, now().getTime());
     const verdicts = work.verdicts();
-    const results = new Map(rollouts.membersWithResults(id).map((x) => [x.member.deviceId, x]));
+    const results = rollouts.resultsOf(id);
     // verdicts() judges every wave that has a row, members or not.
     const waves = snap.waves.map((w): WaveDetail => ({ record: w, plan: wavePlanAt(r.plan, w.position), verdict: verdicts.get(w.position)! }));
     const members = snap.members.map((m): MemberDetail => ({
@@ -195,13 +199,17 @@ export class RolloutService {
     const at = now().getTime();
     const member = rollouts.member(report.rolloutId, deviceId);
     if (!member) return this.onLegacyStatus(deviceId, report);
-    const r = rollouts.getStaged(report.rolloutId)!;
+    const r = engine.staged(report.rolloutId)!;
+    let memberPatch: Partial<RolloutMember> | null = null;
+    let devicePatch: Partial<RolloutDeviceView> = {};
     rollouts.transaction(() => {
       const d = rollouts.deviceView(deviceId);
       const f = foldStatusReport(member, d, report, at);
       // Every report also says the device is there (and keeps the offline sweep off it).
-      rollouts.patchDevice(deviceId, { ...(d && !d.online ? foldPresence(d, true, at) : {}), lastSeenAt: at, ...f.device });
+      devicePatch = { ...(d && !d.online ? foldPresence(d, true, at) : {}), lastSeenAt: at, ...f.device };
+      rollouts.patchDevice(deviceId, devicePatch);
       if (f.kind === 'apply') {
+        memberPatch = f.member;
         rollouts.updateMember(r.id, deviceId, f.member, holdsStream({ ...member, ...f.member }, r.state.status));
         if (report.result) {
           const which = report.bundleId === member.bundleId ? 'install' : 'rollback';
@@ -211,6 +219,9 @@ export class RolloutService {
         log.debug({ deviceId, rolloutId: report.rolloutId, state: report.state }, `status not folded: ${f.reason}`);
       }
     });
+    // Committed: the kept snapshots follow.
+    engine.devicePatched(deviceId, devicePatch);
+    if (memberPatch) engine.memberPatched(r.id, deviceId, memberPatch);
     engine.poke(r.id);
     return null;
   }
@@ -238,10 +249,12 @@ export class RolloutService {
     const d = rollouts.deviceView(deviceId);
     if (!d || d.revoked) return;
     const wasOnline = d.online;
+    const patch = foldHeartbeat(d, hb, at.getTime());
     rollouts.transaction(() => {
-      rollouts.patchDevice(deviceId, foldHeartbeat(d, hb, at.getTime()));
+      rollouts.patchDevice(deviceId, patch);
       store.setLastHeartbeat(deviceId, hb);
     });
+    engine.devicePatched(deviceId, patch);
     for (const id of rollouts.openRolloutsOfDevice(deviceId)) engine.poke(id);
     if (!wasOnline) this.pokeContinuous();
   }
@@ -251,9 +264,14 @@ export class RolloutService {
     const { rollouts, engine, now } = this.deps;
     const d = rollouts.deviceView(deviceId);
     if (!d || d.revoked) return;
-    const patch = foldPresence(d, online, now().getTime());
+    const at = now().getTime();
+    // A connect says so twice (the broker's clientReady, then the device's own presence message):
+    // an online device seen a moment ago has nothing new to write.
+    if (online && d.online && d.lastSeenAt !== null && at - d.lastSeenAt < PRESENCE_QUIET_MS) return;
+    const patch = foldPresence(d, online, at);
     if (Object.keys(patch).length === 0) return;
     rollouts.patchDevice(deviceId, patch);
+    engine.devicePatched(deviceId, patch);
     if (patch.online === undefined) return; // only lastSeenAt moved: nothing for the engine
     for (const id of rollouts.openRolloutsOfDevice(deviceId)) engine.poke(id);
     if (online) this.pokeContinuous();
@@ -261,12 +279,16 @@ export class RolloutService {
 
   /** Devices the cron sweep marked offline after missed heartbeats. */
   onMarkedOffline(deviceIds: readonly string[]): void {
-    for (const id of deviceIds) for (const r of this.deps.rollouts.openRolloutsOfDevice(id)) this.deps.engine.poke(r);
+    for (const id of deviceIds) {
+      this.deps.engine.devicePatched(id, { online: false });
+      for (const r of this.deps.rollouts.openRolloutsOfDevice(id)) this.deps.engine.poke(r);
+    }
   }
 
   /** A revoked device reports nothing more: its rollouts cancel what it had (decide: DEVICE_REVOKED). */
   onDeviceRevoked(deviceId: string): void {
     const { rollouts, store, engine } = this.deps;
+    engine.devicePatched(deviceId, { revoked: true, online: false });
     for (const id of rollouts.openRolloutsOfDevice(deviceId)) engine.poke(id);
     // One-wave rollouts: close the device's open actions as before.
     const at = this.deps.now().toISOString();
@@ -282,8 +304,14 @@ export class RolloutService {
     this.pokeContinuous();
   }
 
+  /** Once per turn of the event loop, however many devices came online in it (a reconnect storm is a thousand). */
   private pokeContinuous(): void {
-    for (const id of this.deps.rollouts.continuousRolloutIds()) this.deps.engine.poke(id);
+    this.deps.engine.candidatesChanged();
+    if (this.continuousPoke) return;
+    this.continuousPoke = setImmediate(() => {
+      this.continuousPoke = undefined;
+      for (const id of this.deps.rollouts.continuousRolloutIds()) this.deps.engine.poke(id);
+    });
   }
 
   /** The tick (cron): every rollout with work left gets a round (coalesced with report-driven ones). */
