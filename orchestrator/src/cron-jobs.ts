@@ -1,11 +1,11 @@
 import { schedule, type ScheduledTask } from 'node-cron';
-import type { Store } from './db/store.js';
 import type { Logger } from './logger.js';
 
 /** What the cron jobs drive in the rollouts (services/rollouts.ts). */
 export interface RolloutTicks {
   tick(): number;
-  onMarkedOffline(deviceIds: readonly string[]): void;
+  /** Marks devices silent since `cutoff` offline; returns their ids. */
+  sweepOffline(cutoff: string): string[];
 }
 
 /**
@@ -16,7 +16,7 @@ export interface RolloutTicks {
  * - the offline sweep catches devices that vanished without the broker noticing (a half-open
  *   TCP connection keeps the will from firing until keepalive expires).
  */
-export function startCronJobs(deps: { store: Store; log: Logger; now: () => Date; offlineAfterSec: number; rollouts: RolloutTicks; rolloutTickSec: number }): { stop(): Promise<void> } {
+export function startCronJobs(deps: { log: Logger; now: () => Date; offlineAfterSec: number; rollouts: RolloutTicks; rolloutTickSec: number }): { stop(): Promise<void> } {
   const tasks: ScheduledTask[] = [];
   tasks.push(schedule(`*/${deps.rolloutTickSec} * * * * *`, () => {
     try {
@@ -28,11 +28,8 @@ export function startCronJobs(deps: { store: Store; log: Logger; now: () => Date
   tasks.push(schedule('*/5 * * * * *', () => {
     try {
       const cutoff = new Date(deps.now().getTime() - deps.offlineAfterSec * 1000).toISOString();
-      const ids = deps.store.markStaleOffline(cutoff);
-      if (ids.length) {
-        deps.log.info({ devices: ids }, 'marked offline after missed heartbeats');
-        deps.rollouts.onMarkedOffline(ids);
-      }
+      const ids = deps.rollouts.sweepOffline(cutoff);
+      if (ids.length) deps.log.info({ devices: ids }, 'marked offline after missed heartbeats');
     } catch (err) {
       deps.log.error({ err }, 'offline sweep failed; retrying on the next tick');
     }

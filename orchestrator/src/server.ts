@@ -81,7 +81,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[] },
 
   // Picks up where things stood: each device's latest desired state again, then a round for every rollout with work left.
   const resumed = await rollouts.resume().catch((err) => { log.error({ err }, 'resuming rollouts failed'); return null; });
-  const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec, rollouts, rolloutTickSec: config.rolloutTickSec });
+  const cron = startCronJobs({ log, now, offlineAfterSec: config.offlineAfterSec, rollouts, rolloutTickSec: config.rolloutTickSec });
   log.info({ httpPort, mqttPort: broker.port, dataDir: config.dataDir, republished: resumed?.republished ?? 0, rollouts: resumed?.rollouts ?? 0, profiles: profiles.length }, 'edgepack orchestrator listening');
 
   let closed = false;

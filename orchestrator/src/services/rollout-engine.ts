@@ -27,6 +27,7 @@ import type { StagedRollout, RolloutStore } from '../db/rollout-store.js';
 import type { Logger } from '../logger.js';
 import type { RolloutMember } from '../records.js';
 import type { DesiredSend, DesiredStates } from './desired-states.js';
+import type { WriteBehind } from './write-behind.js';
 
 /** An event the executor writes besides the decisions themselves (commands, creation). */
 export interface ExtraEvent {
@@ -37,6 +38,14 @@ export interface ExtraEvent {
 
 /** A kept snapshot is reloaded from the database after this long, whatever happened. */
 const RELOAD_MS = 60_000;
+
+/**
+ * Desired states a round sends at most (dispatches and rollback dispatches); the round after
+ * follows at once with the rest. Opening a wave of 1,000 would otherwise write and sign 1,000
+ * in one go, holding up everything else (API requests included) for that long. Trimming the
+ * tail is safe: dispatches are the last decisions of a round, and fewer is just a smaller budget.
+ */
+export const MAX_SENDS_PER_ROUND = 200;
 
 interface Kept {
   staged: StagedRollout;
@@ -76,6 +85,8 @@ export class RolloutEngine {
     rollouts: RolloutStore; desired: DesiredStates; log: Logger; now: () => Date;
     /** Least time between two rounds of one rollout driven by reports (default 100 ms). */
     coalesceMs?: number;
+    /** Device facts still to be written: written before any decision, and before a snapshot is read back. */
+    writes?: WriteBehind;
   }) {}
 
   private get coalesceMs(): number { return this.deps.coalesceMs ?? 100; }
@@ -127,6 +138,7 @@ export class RolloutEngine {
     this.timer = undefined;
     await this.flushing;
     await this.deps.desired.idle();
+    this.deps.writes?.flush();
   }
 
   /** One round now: decide, write, then send. */
@@ -139,6 +151,13 @@ export class RolloutEngine {
     if (decisions.length === 0) return decisions;
     this.rounds++;
     decisions = this.guardTakenOver(r, snap, decisions, (s) => decide(r.plan, s, now));
+    let sent = 0;
+    const trimmed = decisions.filter((d) => (d.kind !== 'dispatch' && d.kind !== 'rollback-dispatch') || ++sent <= MAX_SENDS_PER_ROUND);
+    if (trimmed.length < decisions.length) {
+      decisions = trimmed;
+      // The rest in the next round, without waiting for a report or the tick.
+      this.dirty.add(rolloutId);
+    }
     const sends = this.transaction(() => this.write(r, snap, decisions, now, []));
     await this.deps.desired.send(sends);
     return decisions;
@@ -150,6 +169,7 @@ export class RolloutEngine {
     const now = Date.now();
     if (k && now - k.loadedAt > RELOAD_MS) k = undefined;
     if (!k) {
+      this.deps.writes?.flush();
       const staged = this.deps.rollouts.getStaged(rolloutId);
       if (!staged) {
         this.kept.delete(rolloutId);
@@ -166,6 +186,13 @@ export class RolloutEngine {
       k.candidatesStale = false;
     }
     return k;
+  }
+
+  /** A member as kept (the database's row with every committed change), or undefined. */
+  member(rolloutId: string, deviceId: string): RolloutMember | undefined {
+    const k = this.keep(rolloutId);
+    const i = k?.index.get(deviceId);
+    return i === undefined ? undefined : k!.snap.members[i];
   }
 
   /** The staged rollout (plan and engine state) as kept, or read. */
@@ -194,6 +221,7 @@ export class RolloutEngine {
    */
   transaction<T>(fn: () => T): T {
     if (this.staging) return fn(); // nested: the outer one commits
+    this.deps.writes?.flush();
     this.staging = new Map();
     this.stagedSends = [];
     try {
@@ -239,6 +267,11 @@ export class RolloutEngine {
   /** A device enrolled, changed tags or came online: continuous rollouts read their candidates again. */
   candidatesChanged(): void {
     for (const k of this.kept.values()) if (k.staged.plan.membership === 'continuous') k.candidatesStale = true;
+  }
+
+  /** Keeps only the snapshots of `active` rollouts (the tick's list): a finished rollout is read again if it is ever needed. */
+  retain(active: ReadonlySet<string>): void {
+    for (const id of this.kept.keys()) if (!active.has(id)) this.kept.delete(id);
   }
 
   /** Something changed that the kept snapshots cannot follow: read them all again. */

@@ -25,6 +25,7 @@ import type {
 } from '../records.js';
 import type { DesiredSend, DesiredStates } from './desired-states.js';
 import type { RolloutEngine } from './rollout-engine.js';
+import type { WriteBehind } from './write-behind.js';
 
 /** One wave as GET /v1/rollouts/:id shows it: its row, its plan, and its gate's verdict now. */
 export interface WaveDetail {
@@ -57,6 +58,8 @@ export class RolloutService {
 
   constructor(private readonly deps: {
     store: Store; rollouts: RolloutStore; engine: RolloutEngine; desired: DesiredStates; log: Logger; now: () => Date;
+    /** Device facts are written once per turn of the event loop (write-behind.ts). */
+    writes: WriteBehind;
   }) {}
 
   // ------------------------------------------------------------------ create
@@ -74,6 +77,7 @@ export class RolloutService {
     if (build && (build.status === 'queued' || build.status === 'running')) throw new EdgepackError('BUILD_NOT_READY', `build ${build.id} is still ${build.status}`);
 
     const at = now();
+    this.deps.writes.flush(); // the devices as they reported themselves up to now
     const devices = rollouts.allDeviceViews();
     const bundles = build ? rollouts.buildBundles(build.id) : {};
     const target = (body as { target?: { deviceIds?: string[] } } | null)?.target;
@@ -194,34 +198,31 @@ export class RolloutService {
 
   /** A validated status report from `deviceId`; returns why it was refused, if it was (answered with a notice). */
   onStatus(deviceId: string, report: StatusReport): string | null {
-    const { rollouts, engine, now, log } = this.deps;
+    const { engine, writes, now, log } = this.deps;
     if (report.deviceId !== deviceId) return `report names device ${report.deviceId} but came from ${deviceId}`;
     const at = now().getTime();
-    const member = rollouts.member(report.rolloutId, deviceId);
+    // The kept member: the database's row with every change committed or queued so far.
+    const member = engine.member(report.rolloutId, deviceId);
     if (!member) return this.onLegacyStatus(deviceId, report);
     const r = engine.staged(report.rolloutId)!;
-    let memberPatch: Partial<RolloutMember> | null = null;
-    let devicePatch: Partial<RolloutDeviceView> = {};
-    rollouts.transaction(() => {
-      const d = rollouts.deviceView(deviceId);
-      const f = foldStatusReport(member, d, report, at);
-      // Every report also says the device is there (and keeps the offline sweep off it).
-      devicePatch = { ...(d && !d.online ? foldPresence(d, true, at) : {}), lastSeenAt: at, ...f.device };
-      rollouts.patchDevice(deviceId, devicePatch);
-      if (f.kind === 'apply') {
-        memberPatch = f.member;
-        rollouts.updateMember(r.id, deviceId, f.member, holdsStream({ ...member, ...f.member }, r.state.status));
-        if (report.result) {
-          const which = report.bundleId === member.bundleId ? 'install' : 'rollback';
-          rollouts.setMemberResult(r.id, deviceId, which, report.result);
-        }
-      } else {
-        log.debug({ deviceId, rolloutId: report.rolloutId, state: report.state }, `status not folded: ${f.reason}`);
-      }
-    });
-    // Committed: the kept snapshots follow.
+    const d = writes.deviceView(deviceId);
+    const f = foldStatusReport(member, d, report, at);
+    // Every report also says the device is there (and keeps the offline sweep off it).
+    const devicePatch: Partial<RolloutDeviceView> = { ...(d && !d.online ? foldPresence(d, true, at) : {}), lastSeenAt: at, ...f.device };
+    writes.patchDevice(deviceId, devicePatch);
     engine.devicePatched(deviceId, devicePatch);
-    if (memberPatch) engine.memberPatched(r.id, deviceId, memberPatch);
+    if (f.kind === 'apply') {
+      const open = holdsStream({ ...member, ...f.member }, r.state.status);
+      const result = report.result;
+      const which = report.bundleId === member.bundleId ? 'install' : 'rollback';
+      writes.defer(() => {
+        this.deps.rollouts.updateMember(r.id, deviceId, f.member, open);
+        if (result) this.deps.rollouts.setMemberResult(r.id, deviceId, which, result);
+      });
+      engine.memberPatched(r.id, deviceId, f.member);
+    } else {
+      log.debug({ deviceId, rolloutId: report.rolloutId, state: report.state }, `status not folded: ${f.reason}`);
+    }
     engine.poke(r.id);
     return null;
   }
@@ -244,16 +245,14 @@ export class RolloutService {
   }
 
   onHeartbeat(deviceId: string, hb: Heartbeat): void {
-    const { rollouts, store, engine, now } = this.deps;
+    const { rollouts, store, engine, writes, now } = this.deps;
     const at = now();
-    const d = rollouts.deviceView(deviceId);
+    const d = writes.deviceView(deviceId);
     if (!d || d.revoked) return;
     const wasOnline = d.online;
     const patch = foldHeartbeat(d, hb, at.getTime());
-    rollouts.transaction(() => {
-      rollouts.patchDevice(deviceId, patch);
-      store.setLastHeartbeat(deviceId, hb);
-    });
+    writes.patchDevice(deviceId, patch);
+    writes.defer(() => store.setLastHeartbeat(deviceId, hb));
     engine.devicePatched(deviceId, patch);
     for (const id of rollouts.openRolloutsOfDevice(deviceId)) engine.poke(id);
     if (!wasOnline) this.pokeContinuous();
@@ -261,8 +260,8 @@ export class RolloutService {
 
   /** Presence: the device's own online message, the broker's last will, a clean disconnect, or the offline sweep. */
   onPresence(deviceId: string, online: boolean): void {
-    const { rollouts, engine, now } = this.deps;
-    const d = rollouts.deviceView(deviceId);
+    const { rollouts, engine, writes, now } = this.deps;
+    const d = writes.deviceView(deviceId);
     if (!d || d.revoked) return;
     const at = now().getTime();
     // A connect says so twice (the broker's clientReady, then the device's own presence message):
@@ -270,11 +269,19 @@ export class RolloutService {
     if (online && d.online && d.lastSeenAt !== null && at - d.lastSeenAt < PRESENCE_QUIET_MS) return;
     const patch = foldPresence(d, online, at);
     if (Object.keys(patch).length === 0) return;
-    rollouts.patchDevice(deviceId, patch);
+    writes.patchDevice(deviceId, patch);
     engine.devicePatched(deviceId, patch);
     if (patch.online === undefined) return; // only lastSeenAt moved: nothing for the engine
     for (const id of rollouts.openRolloutsOfDevice(deviceId)) engine.poke(id);
     if (online) this.pokeContinuous();
+  }
+
+  /** The cron sweep: devices online but silent since `cutoff` go offline. Returns their ids. */
+  sweepOffline(cutoff: string): string[] {
+    this.deps.writes.flush(); // a heartbeat still queued is a sign of life
+    const ids = this.deps.store.markStaleOffline(cutoff);
+    this.onMarkedOffline(ids);
+    return ids;
   }
 
   /** Devices the cron sweep marked offline after missed heartbeats. */
@@ -317,6 +324,7 @@ export class RolloutService {
   /** The tick (cron): every rollout with work left gets a round (coalesced with report-driven ones). */
   tick(): number {
     const ids = this.deps.rollouts.activeRolloutIds();
+    this.deps.engine.retain(new Set(ids));
     for (const id of ids) this.deps.engine.poke(id);
     return ids.length;
   }

@@ -7,10 +7,12 @@ import { DesiredStates, type DesiredPublisher, type DesiredTrust } from './desir
 import { DeviceService, type DeviceSessions } from './devices.js';
 import { RolloutEngine } from './rollout-engine.js';
 import { RolloutService } from './rollouts.js';
+import { WriteBehind } from './write-behind.js';
 
 export interface Services {
   rolloutStore: RolloutStore;
   desired: DesiredStates;
+  writes: WriteBehind;
   engine: RolloutEngine;
   rollouts: RolloutService;
   devices: DeviceService;
@@ -33,11 +35,13 @@ export function createServices(deps: {
   const desired = new DesiredStates({
     store, rollouts: rolloutStore, publisher: deps.publisher, signingSecretKey: deps.signingSecretKey, now, log, ...(deps.trust ? { trust: deps.trust } : {}),
   });
-  const engine = new RolloutEngine({ rollouts: rolloutStore, desired, log, now, ...(deps.coalesceMs !== undefined ? { coalesceMs: deps.coalesceMs } : {}) });
-  const rollouts = new RolloutService({ store, rollouts: rolloutStore, engine, desired, log, now });
+  // Facts lost to a failed write (a full disk) leave the kept snapshots ahead of the database: forget them.
+  const writes: WriteBehind = new WriteBehind({ rollouts: rolloutStore, log, onLost: () => engine.forget() });
+  const engine: RolloutEngine = new RolloutEngine({ rollouts: rolloutStore, desired, log, now, writes, ...(deps.coalesceMs !== undefined ? { coalesceMs: deps.coalesceMs } : {}) });
+  const rollouts = new RolloutService({ store, rollouts: rolloutStore, engine, desired, log, now, writes });
   const devices = new DeviceService({
     store, profiles: deps.profiles, now, config: deps.config, signingPublicKey: deps.signingPublicKey, mqttPort: deps.mqttPort, listener: rollouts,
     ...(deps.sessions ? { sessions: deps.sessions } : {}), ...(deps.trust ? { trustedRoot: deps.trust.latest } : {}),
   });
-  return { rolloutStore, desired, engine, rollouts, devices };
+  return { rolloutStore, desired, writes, engine, rollouts, devices };
 }
