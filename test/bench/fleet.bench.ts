@@ -61,6 +61,9 @@ async function build(o: Orchestrator, modelId: string): Promise<{ id: string; bu
 
 interface Result {
   name: string;
+  /** Seconds from the POST to each wave's opening and passing, from the rollout's events. */
+  waves: string;
+  simCpuSec: number;
   ms: number;
   devicesPerSec: number;
   peakRss: number;
@@ -71,9 +74,10 @@ interface Result {
   requests: number;
 }
 
-async function measure(o: Orchestrator, name: string, body: object, n: number): Promise<Result> {
+async function measure(o: Orchestrator, sim: SimProc, name: string, body: object, n: number): Promise<Result> {
   const pid = o.proc.child.pid!;
   const before = await procStats(pid);
+  const simBefore = await procStats(sim.child.pid!);
   let peak = before.rssBytes;
   let done = false;
   const sampler = setInterval(() => { procStats(pid).then((s) => { peak = Math.max(peak, s.rssBytes); }, () => undefined); }, 100);
@@ -95,10 +99,21 @@ async function measure(o: Orchestrator, name: string, body: object, n: number): 
   const [devs, rollout] = await Promise.all([dashboards, views]);
   clearInterval(sampler);
   const after = await procStats(pid);
+  const simAfter = await procStats(sim.child.pid!);
   const full = (await o.api('GET', `/v1/rollouts/${id}`)).body.rollout;
   if (full.counts.succeeded !== n) throw new Error(`${name}: ${JSON.stringify(full.counts)}`);
+  const created = Date.parse(full.createdAt);
+  const sec = (iso: string | null) => (iso ? ((Date.parse(iso) - created) / 1000).toFixed(1) : '-');
+  const waves = full.waves.map((w: any) => `${w.name} ${sec(w.openedAt)}→${sec(w.passedAt)}`).join(', ');
+  if (process.env.EDGEPACK_BENCH_DEBUG) {
+    const took = full.devices.map((d: any) => (Date.parse(d.finishedAt) - Date.parse(d.dispatchedAt)) / 1000).sort((x: number, y: number) => x - y);
+    console.error(name, 'dispatch→done s: p10', took[Math.floor(took.length * 0.1)], 'p50', took[Math.floor(took.length / 2)], 'p90', took[Math.floor(took.length * 0.9)], 'max', took.at(-1));
+    const hist = new Map<number, number>();
+    for (const x of took) hist.set(Math.floor(x), (hist.get(Math.floor(x)) ?? 0) + 1);
+    console.error([...hist].sort((x, y) => x[0] - y[0]).map(([k, v]) => `${k}s:${v}`).join(' '));
+  }
   return {
-    name, ms, devicesPerSec: n / (ms / 1000), peakRss: Math.max(peak, after.rssBytes), cpuSec: after.cpuSec - before.cpuSec,
+    name, ms, waves, simCpuSec: simAfter.cpuSec - simBefore.cpuSec, devicesPerSec: n / (ms / 1000), peakRss: Math.max(peak, after.rssBytes), cpuSec: after.cpuSec - before.cpuSec,
     devicesP99: quantile(devs, 0.99), devicesP50: quantile(devs, 0.5), rolloutP99: quantile(rollout, 0.99), requests: devs.length + rollout.length,
   };
 }
@@ -152,12 +167,12 @@ export async function run(): Promise<void> {
     sim = await startSim(orch, join(dir.path, 'sim'), n, ['--profile', PROFILE, '--tags', 'bench', '--connect-concurrency', '200', '--log-level', 'error'], 900_000);
     const enrolled = performance.now() - t0;
     const plan = { target: { tags: ['bench'] }, gate: { maxP95Regression: 100 }, rate: { maxPerMinute: 100_000, maxInFlight: 100_000 } };
-    const a = await measure(orch, 'staged: 1% / 10% / rest', {
+    const a = await measure(orch, sim, 'staged: 1% / 10% / rest', {
       buildId: staged.id, ...plan,
       waves: [{ name: '1%', size: { percent: 1 }, bakeSec: 0 }, { name: '10%', size: { percent: 10 }, bakeSec: 0 }, { name: 'rest', size: { percent: 100 }, bakeSec: 0 }],
     }, n);
     const once = await build(orch, modelId);
-    const b = await measure(orch, 'one wave', { buildId: once.id, ...plan, waves: [{ name: 'all', size: { percent: 100 }, bakeSec: 0 }] }, n);
+    const b = await measure(orch, sim, 'one wave', { buildId: once.id, ...plan, waves: [{ name: 'all', size: { percent: 100 }, bakeSec: 0 }] }, n);
 
     const mb = (x: number) => `${(x / 2 ** 20).toFixed(0)} MB`;
     console.log(`${n} simulated devices (one edgepack-sim process) and one orchestrator on ${(await import('node:os')).cpus().length} cores;`
@@ -169,6 +184,7 @@ export async function run(): Promise<void> {
         + ` ${`${r.devicesP50.toFixed(0)} / ${r.devicesP99.toFixed(0)} ms`.padStart(27)} ${`${r.rolloutP99.toFixed(0)} ms`.padStart(25)}`);
     }
     console.log(`staged vs one wave: ${(a.ms / b.ms).toFixed(2)}x the time to all active`);
+    for (const r of [a, b]) console.log(`${r.name}: waves open→passed at ${r.waves} s; simulator CPU ${r.simCpuSec.toFixed(1)} s (${((100 * r.simCpuSec) / (r.ms / 1000)).toFixed(0)}% of one core)`);
     console.log('targets (issue 9): all active ≤ 60 s, API p99 ≤ 100 ms, orchestrator RSS ≤ 400 MB');
   } finally {
     await sim?.kill('SIGTERM');

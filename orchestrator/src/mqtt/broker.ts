@@ -16,6 +16,7 @@ export interface Broker {
 /** Devices send small JSON reports; nothing legitimate comes near this. */
 const MAX_INBOUND_PACKET_BYTES = 4 * 1024 * 1024;
 const MAX_CONNECTIONS = 10_000;
+const MAX_MESSAGES_IN_DELIVERY = 5000;
 
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -29,6 +30,10 @@ function authError(message: string, returnCode: number): AuthenticateError {
 export async function startBroker(opts: { store: Pick<Store, 'getDeviceKey'>; log: Logger; host: string; port: number; now: () => Date }): Promise<Broker> {
   const { store, log, now } = opts;
   const aedes = await Aedes.createBroker({
+    // Messages Aedes has in delivery at once, across all clients (default 100). Each chunk frame
+    // holds a slot until it is written to its device's socket: with 100, a hundred slow sockets
+    // would hold up the frames of a whole fleet downloading at once.
+    concurrency: MAX_MESSAGES_IN_DELIVERY,
     // CONNECT (MQTT 3.1.1 §3.1): username is the device id, password its signed credential.
     // The client id must equal the device id so persistent sessions (§3.1.2.4) belong to it.
     authenticate(client: Client, username, password, done) {
