@@ -410,3 +410,25 @@ test('a restart picks up from the database: every device\'s latest desired state
   await post(`/v1/rollouts/${r.id}/cancel`);
   await t.services.engine.idle();
 });
+
+test('a one-wave rollout made before waves stays readable, its reports still fold into its actions, and it takes no commands', async () => {
+  build('bld_legacy', 'mdl_legacy', ['raspberry-pi-4']);
+  const [id] = devices('lg', 1, 'raspberry-pi-4', null);
+  const at = new Date(t.clock.ms).toISOString();
+  t.store.insertRollout({ id: 'rol_legacy000000', buildId: 'bld_legacy', status: 'running', target: { deviceIds: [id!] }, createdAt: at, finishedAt: null }, [{
+    rolloutId: 'rol_legacy000000', deviceId: id!, groupPosition: 0, bundleId: 'bdl_bld_legacy_raspberrypi4', state: 'pending', code: null, reason: null, result: null, updatedAt: at,
+  }], [0]);
+  let r = await get('rol_legacy000000');
+  assert.equal(r.staged, false);
+  assert.equal(r.plan, null);
+  assert.deepEqual(r.waves, []);
+  assert.deepEqual(r.devices.map((d: any) => [d.deviceId, d.state, d.outcome]), [[id, 'pending', 'dispatched']]);
+  assert.equal(errorOf(await post('/v1/rollouts/rol_legacy000000/pause'), 409).code, 'ROLLOUT_FINISHED');
+  report('rol_legacy000000', id!, 'bdl_bld_legacy_raspberrypi4', 'active', { result: result(7) });
+  r = await get('rol_legacy000000');
+  assert.equal(r.status, 'succeeded');
+  assert.equal(r.devices[0].state, 'active');
+  assert.equal(r.devices[0].result.latencyMs.p95, 7);
+  const listed = json(await app.inject({ url: '/v1/rollouts?buildId=bld_legacy', headers: ADMIN })).rollouts;
+  assert.deepEqual(listed.map((x: any) => [x.id, x.staged, x.stream]), [['rol_legacy000000', false, null]]);
+});

@@ -179,10 +179,6 @@ export class RolloutStore {
     };
   }
 
-  isStaged(id: string): boolean {
-    return !!this.stmt('SELECT 1 FROM rollouts WHERE id = ? AND plan IS NOT NULL').get(id);
-  }
-
   waves(rolloutId: string): WaveRecord[] {
     return (this.stmt('SELECT * FROM rollout_groups WHERE rollout_id = ? ORDER BY position').all(rolloutId) as Row[]).map(toWave);
   }

@@ -128,9 +128,6 @@ export class Store {
     const r = this.stmt('SELECT public_key, revoked_at FROM devices WHERE id = ?').get(id) as Row | undefined;
     return r && { publicKey: r.public_key as string, revoked: r.revoked_at !== null };
   }
-  listDevices(): DeviceRecord[] {
-    return (this.stmt('SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY created_at, id').all() as Row[]).map(toDevice);
-  }
   /** Enrolled (unrevoked) devices; `tag` matches one element of the tags array. */
   pageDevices(filter: { profile?: string; tag?: string; status?: 'online' | 'offline' }, q: PageQuery): Page<DeviceRecord> {
     const where: [string, ...unknown[]][] = [['revoked_at IS NULL']];
@@ -151,9 +148,6 @@ export class Store {
   markSeen(id: string, at: string): void {
     this.stmt("UPDATE devices SET status = 'online', last_seen = ? WHERE id = ?").run(at, id);
   }
-  markOffline(id: string): void {
-    this.stmt("UPDATE devices SET status = 'offline' WHERE id = ?").run(id);
-  }
   recordHeartbeat(id: string, hb: Heartbeat, at: string): void {
     this.stmt("UPDATE devices SET status = 'online', last_seen = ?, last_heartbeat = ?, active_bundle = ? WHERE id = ?")
       .run(at, JSON.stringify(hb), hb.activeBundle, id);
@@ -173,17 +167,6 @@ export class Store {
       for (const id of ids) stmt.run(id);
       return ids;
     });
-  }
-  setActionSeq(rolloutId: string, deviceId: string, seq: number): void {
-    this.stmt('UPDATE actions SET desired_seq = ? WHERE rollout_id = ? AND device_id = ?').run(seq, rolloutId, deviceId);
-  }
-  getActionSeq(rolloutId: string, deviceId: string): number | null {
-    const r = this.stmt('SELECT desired_seq FROM actions WHERE rollout_id = ? AND device_id = ?').get(rolloutId, deviceId) as Row | undefined;
-    return (r?.desired_seq as number | null | undefined) ?? null;
-  }
-  nextDesiredSeq(id: string): number {
-    this.stmt('UPDATE devices SET desired_seq = desired_seq + 1 WHERE id = ?').run(id);
-    return (this.stmt('SELECT desired_seq FROM devices WHERE id = ?').get(id) as Row).desired_seq as number;
   }
 
   // --- models ---
@@ -342,11 +325,5 @@ export class Store {
     return !!this.stmt(`SELECT 1 FROM rollout_members WHERE device_id = ? AND ((bundle_id = ? AND first_dispatched_ms IS NOT NULL)
         OR (previous_bundle = ? AND rollback_dispatched_ms IS NOT NULL))
       UNION ALL SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1`).get(deviceId, bundleId, bundleId, deviceId, bundleId);
-  }
-
-  /** The device's newest action that is not finished; superseded by any later rollout to it. */
-  latestActionForDevice(deviceId: string): ActionRecord | undefined {
-    const r = this.stmt('SELECT a.* FROM actions a JOIN rollouts r ON r.id = a.rollout_id WHERE a.device_id = ? ORDER BY r.created_at DESC, r.id DESC LIMIT 1').get(deviceId) as Row | undefined;
-    return r && toAction(r);
   }
 }

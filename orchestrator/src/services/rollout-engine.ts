@@ -91,6 +91,8 @@ export class RolloutEngine {
 
   private get coalesceMs(): number { return this.deps.coalesceMs ?? 100; }
 
+  get isClosed(): boolean { return this.closed; }
+
   /** Asks for a round of `rolloutId` soon. */
   poke(rolloutId: string): void {
     if (this.closed) return;

@@ -317,6 +317,7 @@ export class RolloutService {
     if (this.continuousPoke) return;
     this.continuousPoke = setImmediate(() => {
       this.continuousPoke = undefined;
+      if (this.deps.engine.isClosed) return; // shutting down: the database may be gone
       for (const id of this.deps.rollouts.continuousRolloutIds()) this.deps.engine.poke(id);
     });
   }
