@@ -12,6 +12,7 @@ import { RolloutWork, wavePlanAt } from '../core/rollout-decide.js';
 import type { WaveVerdict } from '../core/rollout-gates.js';
 import { matchesTarget } from '../core/rollout-member.js';
 import { PlanNormalizer } from '../core/rollout-plan-normalize.js';
+import type { RolloutRequest } from '../core/rollout-request.js';
 import { foldHeartbeat, foldPresence, foldStatusReport } from '../core/rollout-reports.js';
 import type { RolloutDeviceView } from '../core/rollout-snapshot.js';
 import { holdsStream, openMemberRef, resolveConflicts, supersedeDecisions, type OpenMemberRef } from '../core/rollout-supersede.js';
@@ -71,22 +72,24 @@ export class RolloutService {
    */
   async create(body: unknown): Promise<RolloutDetail> {
     const { store, rollouts, engine, now } = this.deps;
-    const buildId = typeof body === 'object' && body !== null ? (body as { buildId?: unknown }).buildId : undefined;
-    const build = typeof buildId === 'string' ? store.getBuild(buildId) : undefined;
-    if (typeof buildId === 'string' && !build) throw new EdgepackError('BUILD_NOT_FOUND', `build ${buildId} not found`);
-    if (build && (build.status === 'queued' || build.status === 'running')) throw new EdgepackError('BUILD_NOT_READY', `build ${build.id} is still ${build.status}`);
-
     const at = now();
+    // The shape first, naming the field; the context (the build's model, the profiles in the
+    // target) only sizes defaults, so a placeholder does for this check.
+    const shaped = this.normalizer.normalize(body, { modelId: '', targetProfiles: [], now: at });
+    if (!shaped.ok) throw new EdgepackError('ROLLOUT_PLAN_INVALID', shaped.message);
+    const request = body as RolloutRequest;
+    const build = store.getBuild(request.buildId);
+    if (!build) throw new EdgepackError('BUILD_NOT_FOUND', `build ${request.buildId} not found`);
+    if (build.status === 'queued' || build.status === 'running') throw new EdgepackError('BUILD_NOT_READY', `build ${build.id} is still ${build.status}`);
+
     this.deps.writes.flush(); // the devices as they reported themselves up to now
     const devices = rollouts.allDeviceViews();
-    const bundles = build ? rollouts.buildBundles(build.id) : {};
-    const target = (body as { target?: { deviceIds?: string[] } } | null)?.target;
-    const chosen = devices.filter((d) => matchesTarget(d, (target ?? {}) as Parameters<typeof matchesTarget>[1]));
+    const bundles = rollouts.buildBundles(build.id);
+    const chosen = devices.filter((d) => matchesTarget(d, request.target));
     const plan = this.normalizer.normalize(body, {
-      modelId: build?.modelId ?? '', targetProfiles: [...new Set(chosen.filter((d) => bundles[d.profile]).map((d) => d.profile))].sort(), now: at,
+      modelId: build.modelId, targetProfiles: [...new Set(chosen.filter((d) => bundles[d.profile]).map((d) => d.profile))].sort(), now: at,
     });
     if (!plan.ok) throw new EdgepackError('ROLLOUT_PLAN_INVALID', plan.message);
-    if (!build) throw new EdgepackError('BUILD_NOT_FOUND', 'build not found');
     const p = plan.plan;
     if (p.target.deviceIds) {
       const known = new Set(devices.map((d) => d.id));
