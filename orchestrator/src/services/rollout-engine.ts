@@ -45,7 +45,7 @@ const RELOAD_MS = 60_000;
  * in one go, holding up everything else (API requests included) for that long. Trimming the
  * tail is safe: dispatches are the last decisions of a round, and fewer is just a smaller budget.
  */
-export const MAX_SENDS_PER_ROUND = 200;
+export const MAX_SENDS_PER_ROUND = 100;
 
 interface Kept {
   staged: StagedRollout;
