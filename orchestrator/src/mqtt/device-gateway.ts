@@ -9,6 +9,27 @@ import type { Logger } from '../logger.js';
 import type { DesiredPublisher } from '../services/desired-states.js';
 import { ChunkFrameCache } from './chunk-frame-cache.js';
 
+const MAX_CHUNK_REQUESTS_SERVED = 32;
+
+/** At most `limit` holders at once; the rest wait in order. */
+class Semaphore {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+  constructor(limit: number) { this.free = limit; }
+  acquire(): Promise<() => void> {
+    const release = () => {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    };
+    if (this.free > 0) {
+      this.free--;
+      return Promise.resolve(release);
+    }
+    return new Promise((resolve) => this.waiting.push(() => resolve(release)));
+  }
+}
+
 /** What the gateway hands on of what devices say (services/rollouts.ts RolloutService). */
 export interface DeviceEvents {
   /** Returns why the report was refused, if it was. */
@@ -29,6 +50,13 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly presence = new Validator('presence', PresenceSchema);
   events?: DeviceEvents;
   readonly frames = new ChunkFrameCache();
+  /**
+   * Chunk requests served at once. A wave of 1,000 devices asks for its chunks together; served
+   * all at once, their tens of thousands of frames fill every turn of the event loop, and an API
+   * request waits behind them. Served a few dozen at a time, the same bytes go out as fast (the
+   * sockets are the limit) and a turn stays short.
+   */
+  private readonly serving = new Semaphore(MAX_CHUNK_REQUESTS_SERVED);
 
   constructor(private readonly deps: { aedes: Aedes; store: Store; blobs: BlobStore; log: Logger; now: () => Date }) {
     deps.aedes.on('publish', (packet, client) => {
@@ -107,11 +135,14 @@ export class DeviceGateway implements DesiredPublisher {
         case DeviceTopic.chunkRequest: {
           const r = this.chunkRequest.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          const release = await this.serving.acquire();
           try {
             await this.serveChunks(client.id, r.value.bundleId, r.value.sha256, r.value.index, r.value.count);
           } catch (err) {
             log.error({ deviceId: client.id, bundleId: r.value.bundleId, err }, 'serving chunks failed');
             this.notice(client.id, 'INTERNAL_ERROR', `could not read bundle ${r.value.bundleId}: ${errorMessage(err)}`, packet.topic, r.value.bundleId);
+          } finally {
+            release();
           }
           return;
         }
