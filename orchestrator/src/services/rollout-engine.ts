@@ -17,7 +17,6 @@
  * tens of milliseconds; keeping them costs nothing. A kept snapshot is read again from the
  * database after RELOAD_MS anyway, and after a restart there is none.
  */
-import { errorMessage } from '@edgepack/protocol';
 import { decide } from '../core/rollout-decide.js';
 import { applyDecisions, patchOf, type Decision } from '../core/rollout-decisions.js';
 import { matchesTarget } from '../core/rollout-member.js';
@@ -311,6 +310,7 @@ export class RolloutEngine {
     const sends: DesiredSend[] = [];
     /** The desired-state seq each IO decision was given, for its event. */
     const seqs = new Map<Decision, number>();
+    const before = new Map(snap.members.map((m) => [m.deviceId, m]));
     for (const d of decisions) {
       const p = patchOf(d, t);
       if (p.rollout) rollouts.updateRollout(r.id, p.rollout);
@@ -318,11 +318,11 @@ export class RolloutEngine {
         if (p.wave.insert && !snap.waves.some((w) => w.position === p.wave!.position)) rollouts.insertWave(r.id, p.wave.insert);
         else rollouts.updateWave(r.id, p.wave.position, p.wave.patch);
       }
-      if (p.insertMember && !snap.members.some((m) => m.deviceId === p.insertMember!.deviceId)) {
+      if (p.insertMember && !before.has(p.insertMember.deviceId)) {
         rollouts.insertMember(p.insertMember, r.stream, open(finalMember.get(p.insertMember.deviceId) ?? p.insertMember));
       }
       if (p.member) rollouts.updateMember(r.id, p.member.deviceId, p.member.patch, open(finalMember.get(p.member.deviceId)!));
-      const send = this.desiredFor(r, snap, d);
+      const send = this.desiredFor(r, before, d);
       if (send) {
         sends.push(send);
         seqs.set(d, send.seq);
@@ -347,7 +347,7 @@ export class RolloutEngine {
   }
 
   /** The desired state a decision needs, with its seq handed out now (inside the decision's transaction). */
-  private desiredFor(r: StagedRollout, snap: RolloutSnapshot, d: Decision): DesiredSend | null {
+  private desiredFor(r: StagedRollout, members: ReadonlyMap<string, RolloutMember>, d: Decision): DesiredSend | null {
     const { rollouts } = this.deps;
     switch (d.kind) {
       case 'dispatch':
@@ -357,7 +357,7 @@ export class RolloutEngine {
         // Only what this rollout told the device can be taken back: if another rollout's desired
         // state is the device's latest, that one stands.
         const intent = rollouts.desiredIntent(d.deviceId);
-        const member = snap.members.find((m) => m.deviceId === d.deviceId);
+        const member = members.get(d.deviceId);
         if (!intent || intent.rolloutId !== r.id || intent.bundleId !== member?.bundleId) return null;
         // A newer desired state naming what the device runs: the agent answers active at once and
         // drops a download in progress. Clearing the retained message would not reach a
@@ -370,10 +370,5 @@ export class RolloutEngine {
       default:
         return null;
     }
-  }
-
-  /** Logs a failure of a round started outside flush (commands, creation) without throwing it into the caller's reply. */
-  logError(rolloutId: string, err: unknown, what: string): void {
-    this.deps.log.error({ rolloutId, err: errorMessage(err) }, what);
   }
 }
