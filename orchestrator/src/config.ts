@@ -19,6 +19,8 @@ export interface ServerConfig {
   offlineAfterSec: number;
   bundleTtlDays: number;
   enrollmentTokenTtlSec: number;
+  /** Seconds between rollout ticks (1-5): how soon timeouts, bakes and windows are acted on without a report. */
+  rolloutTickSec: number;
   logLevel: string;
   /** Limits on the two doors over their defaults (limits.ts); the flags set the most asked-for ones. */
   limits?: LimitOverrides;
@@ -56,6 +58,7 @@ export const SERVE_HELP = `usage: edgepack serve [options]
   --max-model-mb N      upload size limit in MiB                   (env EDGEPACK_MAX_MODEL_MB, default 512)
   --heartbeat-sec N     device heartbeat interval                  (env EDGEPACK_HEARTBEAT_SEC, default 15)
   --offline-after-sec N silence before a device is marked offline  (env EDGEPACK_OFFLINE_AFTER_SEC, default 3 x heartbeat)
+  --rollout-tick-sec N  seconds between rollout ticks, 1-5         (env EDGEPACK_ROLLOUT_TICK_SEC, default 1)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent   (env EDGEPACK_LOG_LEVEL, default info)
   --enroll-per-min N    enrollments per client IP per minute       (env EDGEPACK_ENROLL_PER_MIN, default 120)
   --api-per-min N       API requests per token per minute          (env EDGEPACK_API_PER_MIN, default 3000)
@@ -113,6 +116,12 @@ function tlsSettings(values: { cert?: string; key?: string; ca?: string; sans: s
   return { mode: 'self-made', sans: serverSans(publicHost, values.sans.map(sanName)) };
 }
 
+function tickSec(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new ConfigError(`--rollout-tick-sec must be an integer from 1 to 5, got ${JSON.stringify(value)}`);
+  return n;
+}
+
 function level(name: string, value: string): string {
   if (!(LOG_LEVELS as readonly string[]).includes(value)) throw new ConfigError(`${name} must be one of ${LOG_LEVELS.join('|')}, got ${JSON.stringify(value)}`);
   return value;
@@ -126,6 +135,7 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
       'data-dir': { type: 'string' }, 'http-host': { type: 'string' }, 'http-port': { type: 'string' },
       'mqtt-host': { type: 'string' }, 'mqtt-port': { type: 'string' }, 'public-host': { type: 'string' },
       'max-model-mb': { type: 'string' }, 'heartbeat-sec': { type: 'string' }, 'offline-after-sec': { type: 'string' },
+      'rollout-tick-sec': { type: 'string' },
       'log-level': { type: 'string' }, 'enroll-per-min': { type: 'string' }, 'api-per-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'tls-ca': { type: 'string' }, 'tls-san': { type: 'string', multiple: true },
       'allow-plaintext': { type: 'boolean' }, 'plain-http-port': { type: 'string' }, 'plain-mqtt-port': { type: 'string' },
@@ -156,6 +166,7 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
     offlineAfterSec: positive('--offline-after-sec', pick('offline-after-sec', 'EDGEPACK_OFFLINE_AFTER_SEC', String(heartbeatSec * 3))),
     bundleTtlDays: 30,
     enrollmentTokenTtlSec: 24 * 3600,
+    rolloutTickSec: tickSec(pick('rollout-tick-sec', 'EDGEPACK_ROLLOUT_TICK_SEC', '1')),
     logLevel: level('--log-level', pick('log-level', 'EDGEPACK_LOG_LEVEL', 'info')),
     limits: {
       http: {
