@@ -5,7 +5,12 @@ import { tempPrefix, writeFileAtomic } from './durable-file.js';
 import type { Logger } from './logger.js';
 import type { Phase } from './update-machine.js';
 
-export interface Deployment {
+/**
+ * One desired state the agent is carrying out or has carried out: hawkBit's Action, the word
+ * the orchestrator uses for a device's part in a rollout. (Called Deployment before; state.json
+ * files written then keep it under `deployment`, read once by parseState.)
+ */
+export interface Action {
   rolloutId: string;
   seq: number;
   bundle: SignedManifest;
@@ -21,16 +26,16 @@ export interface Deployment {
 export interface AgentState {
   /** Highest desired-state seq acted on (only ever from a verified envelope); older or repeated ones are ignored. */
   lastSeq: number;
-  deployment: Deployment | null;
-  /** A desired state that arrived while another deployment was running. */
+  action: Action | null;
+  /** A desired state that arrived while another action was running. */
   queued: DesiredState | null;
   lastBenchmark: BenchmarkResult | null;
   /**
-   * The last few finished deployments other than `deployment`, newest first, including ones
+   * The last few finished actions other than `action`, newest first, including ones
    * superseded before they ran. They are re-reported on reconnect, so an outcome reported while
    * the connection was down still reaches the orchestrator.
    */
-  recent: Deployment[];
+  recent: Action[];
 }
 
 export const RECENT_LIMIT = 8;
@@ -38,7 +43,7 @@ export const RECENT_LIMIT = 8;
 const PHASES: readonly Phase[] = ['downloading', 'verifying', 'installing', 'benchmarking', 'committing', 'rolling_back', 'done', 'failed', 'rolled_back'];
 
 function emptyState(): AgentState {
-  return { lastSeq: 0, deployment: null, queued: null, lastBenchmark: null, recent: [] };
+  return { lastSeq: 0, action: null, queued: null, lastBenchmark: null, recent: [] };
 }
 
 export function stateFile(dataDir: string): string {
@@ -49,7 +54,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function isDeployment(v: unknown): v is Deployment {
+function isAction(v: unknown): v is Action {
   return isObject(v) && typeof v.rolloutId === 'string' && typeof v.seq === 'number' && PHASES.includes(v.phase as Phase)
     && isObject(v.bundle) && isObject(v.bundle.manifest);
 }
@@ -58,10 +63,14 @@ function isDeployment(v: unknown): v is Deployment {
 function parseState(text: string): AgentState {
   const raw: unknown = JSON.parse(text);
   if (!isObject(raw)) throw new Error('state is not a JSON object');
+  // Written by an agent from before the rename: the same record under its old name. The next
+  // save writes `action` only.
+  if (!('action' in raw) && 'deployment' in raw) raw.action = raw.deployment;
+  delete raw.deployment;
   if (typeof raw.lastSeq !== 'number' || !Number.isInteger(raw.lastSeq) || raw.lastSeq < 0) throw new Error('lastSeq is not a non-negative integer');
-  if (raw.deployment != null && !isDeployment(raw.deployment)) throw new Error('deployment is malformed');
+  if (raw.action != null && !isAction(raw.action)) throw new Error('action is malformed');
   if (raw.queued != null && !(isObject(raw.queued) && typeof raw.queued.seq === 'number' && isObject(raw.queued.bundle))) throw new Error('queued is malformed');
-  const recent = Array.isArray(raw.recent) ? raw.recent.filter(isDeployment) : [];
+  const recent = Array.isArray(raw.recent) ? raw.recent.filter(isAction) : [];
   return { ...emptyState(), ...(raw as Partial<AgentState>), recent };
 }
 

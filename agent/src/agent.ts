@@ -6,7 +6,7 @@ import {
   deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, signStatusReport, verifyFileIntegrity,
   type BenchmarkResult, type DesiredState, type ErrorCode, type SignedManifest, type SignedRoot,
 } from '@edgepack/protocol';
-import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Deployment } from './agent-state.js';
+import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Action } from './agent-state.js';
 import { benchmarkInChild } from './benchmark.js';
 import { BundleSlots, sha256File, type ActiveRecord } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
@@ -65,7 +65,7 @@ export class Agent {
   private running?: Promise<void>;
   /** Set to stop the current download because a newer desired state replaces it. */
   private cancelDownload?: StepError;
-  /** Desired states, and starting queued deployments, are handled strictly one at a time on this chain. */
+  /** Desired states, and starting queued actions, are handled strictly one at a time on this chain. */
   private control: Promise<void> = Promise.resolve();
   private readonly store: StateStore;
   /** The MQTT connection as other device services (telemetry) use it. */
@@ -95,17 +95,17 @@ export class Agent {
     this.activeBundleId = active?.bundleId ?? null;
     // Not awaited: loading a model for serving must not hold up connecting.
     void this.announceActive(active);
-    const d = this.state.deployment;
+    const d = this.state.action;
     if (d && !isTerminal(d.phase)) {
       // A queued desired state, if any, starts when this one is over (see kick).
-      this.o.log.info({ bundleId: d.bundle.manifest.bundleId, phase: d.phase }, 'resuming deployment after restart');
+      this.o.log.info({ bundleId: d.bundle.manifest.bundleId, phase: d.phase }, 'resuming action after restart');
       this.kick();
     } else {
       await this.slots.collectGarbage();
       // Its seq is already in lastSeq, so its redelivery would be ignored: start it from here.
       if (this.state.queued) {
-        this.o.log.info({ rolloutId: this.state.queued.rolloutId }, 'starting the deployment queued before the restart');
-        void this.serially('queued deployment', () => this.startQueued());
+        this.o.log.info({ rolloutId: this.state.queued.rolloutId }, 'starting the action queued before the restart');
+        void this.serially('queued action', () => this.startQueued());
       }
     }
     this.connect();
@@ -140,7 +140,7 @@ export class Agent {
       this.publish(DeviceTopic.presence, presence(true));
       this.heartbeat();
       // The orchestrator may have missed these while we were away; it ignores repeats.
-      const d = this.state.deployment;
+      const d = this.state.action;
       for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
       if (d) this.report(d);
       this.download?.ask();
@@ -164,7 +164,7 @@ export class Agent {
 
   /**
    * Publishes only on a live connection. While disconnected nothing is queued: heartbeats are
-   * periodic anyway, and the deployment state is re-reported on every (re)connect.
+   * periodic anyway, and the action state is re-reported on every (re)connect.
    */
   private publish(kind: Parameters<typeof deviceTopic>[1], message: object): void {
     const c = this.client;
@@ -305,9 +305,9 @@ export class Agent {
     const replaced = this.state.queued;
     this.state.queued = desired;
     if (replaced) this.supersede(replaced, desired);
-    const d = this.state.deployment;
+    const d = this.state.action;
     if (!this.running && !this.stopped) {
-      await this.startQueued(); // persists lastSeq along with the new deployment
+      await this.startQueued(); // persists lastSeq along with the new action
       return;
     }
     await this.persist();
@@ -319,14 +319,14 @@ export class Agent {
       this.download?.fail(this.cancelDownload);
       this.o.log.info({ rolloutId: desired.rolloutId, superseded: d.rolloutId }, 'newer desired state replaces the download in progress');
     } else {
-      this.o.log.info({ rolloutId: desired.rolloutId }, 'deployment queued behind the running one');
+      this.o.log.info({ rolloutId: desired.rolloutId }, 'action queued behind the running one');
     }
   }
 
   /** A desired state at or below lastSeq: a redelivery to repeat an answer to, or an older one that will never run. */
   private async onOldDesired(desired: DesiredState): Promise<void> {
-    const answer = answerOldDesired(desired, { current: this.state.deployment, queued: this.state.queued, recent: this.state.recent });
-    if (answer.kind === 'report') return this.report(answer.deployment);
+    const answer = answerOldDesired(desired, { current: this.state.action, queued: this.state.queued, recent: this.state.recent });
+    if (answer.kind === 'report') return this.report(answer.action);
     if (answer.kind === 'wait') return; // waits its turn
     // E.g. redelivered after a newer one (persistent session plus retained message): answer
     // it, or its rollout would wait for this device forever.
@@ -337,17 +337,17 @@ export class Agent {
   /** Records and reports `old` as failed with SUPERSEDED: a newer desired state replaced it before it started. */
   private supersede(old: DesiredState, by: DesiredState | null): void {
     const reason = by ? `replaced by rollout ${by.rolloutId} (seq ${by.seq}) before it started` : `a newer desired state (seq ${this.state.lastSeq}) was already handled`;
-    const d: Deployment = { rolloutId: old.rolloutId, seq: old.seq, bundle: old.bundle, phase: 'failed', code: 'SUPERSEDED', reason, hadPrevious: false, updatedAt: new Date().toISOString() };
+    const d: Action = { rolloutId: old.rolloutId, seq: old.seq, bundle: old.bundle, phase: 'failed', code: 'SUPERSEDED', reason, hadPrevious: false, updatedAt: new Date().toISOString() };
     this.remember(d);
     this.report(d);
     this.o.log.info({ rolloutId: old.rolloutId, seq: old.seq }, `desired state superseded: ${reason}`);
   }
 
-  private remember(d: Deployment): void {
+  private remember(d: Action): void {
     this.state.recent = [d, ...this.state.recent.filter((r) => r.rolloutId !== d.rolloutId)].slice(0, RECENT_LIMIT);
   }
 
-  /** Starts the queued desired state unless a deployment is running; only ever called on the control chain. */
+  /** Starts the queued desired state unless an action is running; only ever called on the control chain. */
   private async startQueued(): Promise<void> {
     const q = this.state.queued;
     if (!q || this.running || this.stopped) return;
@@ -358,8 +358,8 @@ export class Agent {
     const manifest = desired.bundle.manifest;
     const active = await this.slots.readActive();
     this.activeBundleId = active?.bundleId ?? null;
-    const d: Deployment = { rolloutId: desired.rolloutId, seq: desired.seq, bundle: desired.bundle, phase: 'downloading', hadPrevious: !!active, updatedAt: new Date().toISOString() };
-    if (this.state.deployment && this.state.deployment.rolloutId !== d.rolloutId) this.remember(this.state.deployment);
+    const d: Action = { rolloutId: desired.rolloutId, seq: desired.seq, bundle: desired.bundle, phase: 'downloading', hadPrevious: !!active, updatedAt: new Date().toISOString() };
+    if (this.state.action && this.state.action.rolloutId !== d.rolloutId) this.remember(this.state.action);
     this.state.queued = null;
     // Refuse a bundle we can never trust before fetching a byte of it.
     try {
@@ -370,60 +370,66 @@ export class Agent {
     if (active?.bundleId === manifest.bundleId) {
       return this.finishEarly({ ...d, ...(this.state.lastBenchmark ? { result: this.state.lastBenchmark } : {}) }, 'done');
     }
-    this.state.deployment = d;
+    this.state.action = d;
     await this.persist();
     this.report(d);
     this.kick();
   }
 
-  private async finishEarly(d: Deployment, phase: 'failed' | 'done', code?: ErrorCode, reason?: string): Promise<void> {
-    const done: Deployment = { ...d, phase, ...(code ? { code } : {}), ...(reason ? { reason } : {}), updatedAt: new Date().toISOString() };
-    this.state.deployment = done;
+  private async finishEarly(d: Action, phase: 'failed' | 'done', code?: ErrorCode, reason?: string): Promise<void> {
+    const done: Action = { ...d, phase, ...(code ? { code } : {}), ...(reason ? { reason } : {}), updatedAt: new Date().toISOString() };
+    this.state.action = done;
     await this.persist();
     this.report(done);
-    if (code) this.o.log.warn({ bundleId: d.bundle.manifest.bundleId, code }, `deployment refused: ${reason}`);
+    if (code) this.o.log.warn({ bundleId: d.bundle.manifest.bundleId, code }, `action refused: ${reason}`);
   }
 
-  /** Drives the current deployment to a terminal phase, then starts any queued one. */
+  /** Drives the current action to a terminal phase, then starts any queued one. */
   private kick(): void {
     if (this.running) return;
     this.cancelDownload = undefined;
     this.running = (async () => {
-      while (this.state.deployment && !isTerminal(this.state.deployment.phase) && !this.stopped) await this.step(this.state.deployment);
+      while (this.state.action && !isTerminal(this.state.action.phase) && !this.stopped) await this.step(this.state.action);
       if (this.stopped) return;
       await this.slots.collectGarbage().catch(() => undefined);
-      // Downloads only feed an install; once the deployment is over they are dead weight.
+      // Downloads only feed an install; once the action is over they are dead weight.
       await rm(join(this.o.dataDir, 'downloads'), { recursive: true, force: true }).catch(() => undefined);
-    })().catch((err) => this.o.log.error({ err: errorMessage(err) }, 'deployment loop crashed')).finally(() => {
+    })().catch((err) => this.o.log.error({ err: errorMessage(err) }, 'action loop crashed')).finally(() => {
       this.running = undefined;
       this.cancelDownload = undefined;
       // On the control chain, so it cannot interleave with a desired state being handled.
-      if (!this.stopped) void this.serially('queued deployment', () => this.startQueued());
+      if (!this.stopped) void this.serially('queued action', () => this.startQueued());
     });
   }
 
-  private async transition(d: Deployment, event: UpdateEvent, extra: Partial<Deployment> = {}): Promise<void> {
-    const next: Deployment = { ...d, ...extra, phase: nextPhase(d.phase, event), updatedAt: new Date().toISOString() };
-    this.state.deployment = next;
+  private async transition(d: Action, event: UpdateEvent, extra: Partial<Action> = {}): Promise<void> {
+    const next: Action = { ...d, ...extra, phase: nextPhase(d.phase, event), updatedAt: new Date().toISOString() };
+    this.state.action = next;
     if (next.phase === 'done' && next.result) this.state.lastBenchmark = next.result;
     try {
       await this.persist();
     } catch (err) {
       // A full disk must not silence the device: report anyway. After a restart the older
       // persisted phase is redone, which every phase allows.
-      this.o.log.error({ err: errorMessage(err) }, 'could not persist the deployment state');
+      this.o.log.error({ err: errorMessage(err) }, 'could not persist the action state');
     }
     this.fault(`kill-after-${next.phase}`);
     if (reportsTransition(d.phase, next.phase)) this.report(next);
     this.o.log.info({ bundleId: d.bundle.manifest.bundleId, from: d.phase, to: next.phase, code: next.code }, next.reason ?? 'transition');
   }
 
-  private async step(d: Deployment): Promise<void> {
+  private async step(d: Action): Promise<void> {
     const manifest = d.bundle.manifest;
     const downloads = join(this.o.dataDir, 'downloads');
     try {
       switch (d.phase) {
         case 'downloading':
+          // A bundle still in its slot (the previous one, which a fleet rollback sends back)
+          // needs no download: it is checked in place in the verifying step instead.
+          if (await this.slots.isInstalled(manifest.bundleId)) {
+            this.o.log.info({ bundleId: manifest.bundleId }, 'bundle already in its slot: no download');
+            return this.transition(d, 'downloaded');
+          }
           for (const file of manifest.files) {
             if (this.cancelDownload) throw this.cancelDownload;
             const dl = new ChunkDownload(manifest.bundleId, file, downloads, (index, count) =>
@@ -432,10 +438,17 @@ export class Agent {
             try { await dl.run(); } finally { if (this.download === dl) this.download = undefined; }
           }
           return this.transition(d, 'downloaded');
-        case 'verifying':
+        case 'verifying': {
+          // The manifest signature through the trusted root, then every file's length and hash:
+          // the downloaded files, or the files in the slot for a bundle that was kept.
           this.verifyBundle(d.bundle);
-          for (const file of manifest.files) verifyFileIntegrity(file, await sha256File(ChunkDownload.finalPath(downloads, file.sha256)));
+          const inSlot = await this.slots.isInstalled(manifest.bundleId);
+          for (const file of manifest.files) {
+            const path = inSlot ? join(this.slots.dir(manifest.bundleId), file.path) : ChunkDownload.finalPath(downloads, file.sha256);
+            verifyFileIntegrity(file, await sha256File(path));
+          }
           return this.transition(d, 'verified');
+        }
         case 'installing':
           this.fault('kill-before-install');
           await this.slots.install(manifest, (sha) => ChunkDownload.finalPath(downloads, sha), () => this.fault('kill-during-install'));
@@ -477,7 +490,7 @@ export class Agent {
     }
   }
 
-  private async benchmark(d: Deployment): Promise<BenchmarkResult> {
+  private async benchmark(d: Action): Promise<BenchmarkResult> {
     const m = d.bundle.manifest;
     const runs = this.o.benchmarkRuns ?? m.acceptance.runs ?? 20;
     const result = await benchmarkInChild({
@@ -488,7 +501,7 @@ export class Agent {
     return result;
   }
 
-  private report(d: Deployment): void {
+  private report(d: Action): void {
     // Failed vs rolled_back, and what the report carries: see statusReport. Signed with the
     // device key, so the orchestrator takes it as this device's word and nobody else's.
     this.publish(DeviceTopic.status, signStatusReport(statusReport(this.id.deviceId, { ...d, bundleId: d.bundle.manifest.bundleId }), this.id.secretKey));
@@ -499,7 +512,7 @@ export class Agent {
     return this.store.save(this.state);
   }
 
-  /** Tells the onActiveChanged listener; its failure must not fail the deployment step. */
+  /** Tells the onActiveChanged listener; its failure must not fail the action step. */
   private async announceActive(active: ActiveRecord | null): Promise<void> {
     if (!this.o.onActiveChanged) return;
     try {

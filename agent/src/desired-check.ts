@@ -49,23 +49,23 @@ export function classifyDesired(desired: DesiredState, ctx: { verify: (desired: 
 
 /** What to do with a desired state at or below lastSeq; see `answerOldDesired`. */
 export type OldDesiredAnswer<D> =
-  | { kind: 'report'; deployment: D }
+  | { kind: 'report'; action: D }
   | { kind: 'wait' }
   | { kind: 'supersede' };
 
 /**
  * A desired state at or below lastSeq is a redelivery (persistent session plus retained
  * message) or an older one that will never run. A redelivery of the current or a recent
- * deployment gets its answer again; one still queued waits its turn; anything else is
+ * action gets its answer again; one still queued waits its turn; anything else is
  * answered as superseded, or its rollout would wait for this device forever.
  */
 export function answerOldDesired<D extends { rolloutId: string }>(
   desired: Pick<DesiredState, 'rolloutId'>,
   known: { current: D | null; queued: Pick<DesiredState, 'rolloutId'> | null; recent: readonly D[] },
 ): OldDesiredAnswer<D> {
-  if (known.current?.rolloutId === desired.rolloutId) return { kind: 'report', deployment: known.current };
+  if (known.current?.rolloutId === desired.rolloutId) return { kind: 'report', action: known.current };
   if (known.queued?.rolloutId === desired.rolloutId) return { kind: 'wait' };
   const r = known.recent.find((x) => x.rolloutId === desired.rolloutId);
-  if (r) return { kind: 'report', deployment: r };
+  if (r) return { kind: 'report', action: r };
   return { kind: 'supersede' };
 }

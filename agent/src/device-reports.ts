@@ -1,8 +1,8 @@
 import { PROTOCOL_VERSION, type BenchmarkResult, type Heartbeat, type Manifest, type StatusReport } from '@edgepack/protocol';
 import { isTerminal, reportedState, type Phase } from './update-machine.js';
 
-/** The fields of a deployment a status report is made of. */
-export interface ReportedDeployment {
+/** The fields of an action a status report is made of. */
+export interface ReportedAction {
   rolloutId: string;
   bundleId: string;
   phase: Phase;
@@ -13,8 +13,8 @@ export interface ReportedDeployment {
   updatedAt: string;
 }
 
-/** The status report for a deployment: the state it reports, its code, reason and figures. */
-export function statusReport(deviceId: string, d: ReportedDeployment): StatusReport {
+/** The status report for an action: the state it reports, its code, reason and figures. */
+export function statusReport(deviceId: string, d: ReportedAction): StatusReport {
   let state = reportedState(d.phase);
   // Nothing to roll back to on a first install: say failed, not rolled_back.
   if (state === 'rolled_back' && !d.hadPrevious) state = 'failed';

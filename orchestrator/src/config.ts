@@ -21,6 +21,8 @@ export interface ServerConfig {
   enrollmentTokenTtlSec: number;
   /** How long telemetry is kept: raw windows (hours), 10-minute and 1-hour roll-ups (days); absent: 48 h, 30 d, 400 d. */
   telemetryRetention?: { rawHours: number; tenMinDays: number; hourDays: number };
+  /** Seconds between rollout ticks (1-5): how soon timeouts, bakes and windows are acted on without a report. */
+  rolloutTickSec: number;
   logLevel: string;
   /** Limits on the two doors over their defaults (limits.ts); the flags set the most asked-for ones. */
   limits?: LimitOverrides;
@@ -58,6 +60,7 @@ export const SERVE_HELP = `usage: edgepack serve [options]
   --max-model-mb N      upload size limit in MiB                   (env EDGEPACK_MAX_MODEL_MB, default 512)
   --heartbeat-sec N     device heartbeat interval                  (env EDGEPACK_HEARTBEAT_SEC, default 15)
   --offline-after-sec N silence before a device is marked offline  (env EDGEPACK_OFFLINE_AFTER_SEC, default 3 x heartbeat)
+  --rollout-tick-sec N  seconds between rollout ticks, 1-5         (env EDGEPACK_ROLLOUT_TICK_SEC, default 1)
   --telemetry-raw-hours N  keep raw telemetry windows N hours      (env EDGEPACK_TELEMETRY_RAW_HOURS, default 48)
   --telemetry-10m-days N   keep 10-minute telemetry roll-ups N days (env EDGEPACK_TELEMETRY_10M_DAYS, default 30)
   --telemetry-1h-days N    keep 1-hour telemetry roll-ups N days    (env EDGEPACK_TELEMETRY_1H_DAYS, default 400)
@@ -118,6 +121,12 @@ function tlsSettings(values: { cert?: string; key?: string; ca?: string; sans: s
   return { mode: 'self-made', sans: serverSans(publicHost, values.sans.map(sanName)) };
 }
 
+function tickSec(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new ConfigError(`--rollout-tick-sec must be an integer from 1 to 5, got ${JSON.stringify(value)}`);
+  return n;
+}
+
 function level(name: string, value: string): string {
   if (!(LOG_LEVELS as readonly string[]).includes(value)) throw new ConfigError(`${name} must be one of ${LOG_LEVELS.join('|')}, got ${JSON.stringify(value)}`);
   return value;
@@ -138,6 +147,7 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
       'data-dir': { type: 'string' }, 'http-host': { type: 'string' }, 'http-port': { type: 'string' },
       'mqtt-host': { type: 'string' }, 'mqtt-port': { type: 'string' }, 'public-host': { type: 'string' },
       'max-model-mb': { type: 'string' }, 'heartbeat-sec': { type: 'string' }, 'offline-after-sec': { type: 'string' },
+      'rollout-tick-sec': { type: 'string' },
       'log-level': { type: 'string' }, 'enroll-per-min': { type: 'string' }, 'api-per-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       'telemetry-raw-hours': { type: 'string' }, 'telemetry-10m-days': { type: 'string' }, 'telemetry-1h-days': { type: 'string' },
       'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'tls-ca': { type: 'string' }, 'tls-san': { type: 'string', multiple: true },
@@ -169,6 +179,7 @@ export function parseServeConfig(argv: string[], env: NodeJS.ProcessEnv): Server
     offlineAfterSec: positive('--offline-after-sec', pick('offline-after-sec', 'EDGEPACK_OFFLINE_AFTER_SEC', String(heartbeatSec * 3))),
     bundleTtlDays: 30,
     enrollmentTokenTtlSec: 24 * 3600,
+    rolloutTickSec: tickSec(pick('rollout-tick-sec', 'EDGEPACK_ROLLOUT_TICK_SEC', '1')),
     telemetryRetention: telemetryRetention(
       positive('--telemetry-raw-hours', pick('telemetry-raw-hours', 'EDGEPACK_TELEMETRY_RAW_HOURS', '48')),
       positive('--telemetry-10m-days', pick('telemetry-10m-days', 'EDGEPACK_TELEMETRY_10M_DAYS', '30')),

@@ -118,6 +118,11 @@ export interface RolloutRecord {
   target: RolloutTarget;
   createdAt: string;
   finishedAt: string | null;
+  /** Staged rollouts: the stream (one open rollout per device and stream) and the pause reason while paused. Null for one-wave rollouts. */
+  stream: string | null;
+  pause: PauseReason | null;
+  /** false: a one-wave rollout made before waves (no plan, actions instead of members). */
+  staged: boolean;
 }
 
 export interface ActionRecord {

@@ -17,7 +17,7 @@ import { loadOrCreateSecrets } from './keys.js';
 import { createLogger, type Logger } from './logger.js';
 import { startBroker } from './mqtt/broker.js';
 import { DeviceGateway } from './mqtt/device-gateway.js';
-import { RolloutService } from './rollout-service.js';
+import { createServices } from './services/wiring.js';
 import type { TelemetryIngestOptions } from './telemetry/ingest.js';
 import { DEFAULT_RETENTION } from './telemetry/rollups.js';
 import { createTelemetry, type Telemetry } from './telemetry/wiring.js';
@@ -71,7 +71,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
   // A build interrupted by a crash cannot be resumed half-way; say so instead of leaving it running forever.
   for (const id of store.listUnfinishedBuildIds()) store.setBuildStatus(id, 'failed', 'orchestrator restarted during the build; start it again', now().toISOString());
 
-  // tls branch: HTTPS and MQTTS always; plain listeners beside them only with --allow-plaintext.
+  // HTTPS and MQTTS always; plain listeners beside them only with --allow-plaintext.
   let tls: TlsMaterial = await loadTlsMaterial({ dataDir: config.dataDir, settings: config.tls, now: now(), log });
   const broker = await startBroker({
     store, log, now, host: config.mqttHost, port: config.mqttPort, tls: { key: tls.key, cert: tls.cert },
@@ -80,22 +80,24 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
     ...(config.limits?.mqtt ? { limits: config.limits.mqtt } : {}),
   });
   const gateway = new DeviceGateway({ aedes: broker.aedes, store, blobs, log, now, limits: broker.limits });
-  const rollouts = new RolloutService({ store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, trust: { keyId: secrets.signing.keyId, roots: () => trust.roots } });
-  gateway.rollouts = rollouts;
+  const { engine, rollouts, devices } = createServices({
+    db, store, log, now, publisher: gateway, signingSecretKey: secrets.signing.secretKey, signingPublicKey: secrets.signing.publicKey,
+    profiles, config, mqttPort: () => broker.port, live: telemetry.live,
+    trust: { keyId: secrets.signing.keyId, roots: () => trust.roots, latest: () => trust.latest },
+    tls: { caCertificate: () => tls.caCertificate, caFingerprint: () => tls.caFingerprint, plainMqttPort: () => broker.plainPort ?? null },
+    sessions: {
+      clearDesired: (deviceId) => gateway.clearDesired(deviceId),
+      // Drop a live session at once; the revoked device can no longer authenticate.
+      disconnect: (deviceId) => (broker.aedes as unknown as { clients: Record<string, { close(): void } | undefined> }).clients[deviceId]?.close(),
+    },
+  });
+  gateway.events = rollouts;
   gateway.telemetry = telemetry.connect(broker.aedes);
   const builds = new BuildQueue({ store, blobs, profiles, signing: secrets.signing, bundleTtlDays: config.bundleTtlDays, log, now });
 
   const app = buildApp({
-    store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey, trustedRoot: () => trust.latest,
-    mqttPort: () => broker.port, rollouts, builds, now, logger: log, health: telemetry.health, metrics: telemetry.metrics, ...(config.limits?.http ? { limits: config.limits.http } : {}),
-    tls: { caCertificate: () => tls.caCertificate, caFingerprint: () => tls.caFingerprint, plainMqttPort: () => broker.plainPort ?? null },
-    onDeviceRevoked: async (deviceId) => {
-      rollouts.onDeviceRevoked(deviceId);
-      await gateway.clearDesired(deviceId);
-      // Drop a live session at once; the revoked device can no longer authenticate.
-      const client = (broker.aedes as unknown as { clients: Record<string, { close(): void }> }).clients[deviceId];
-      client?.close();
-    },
+    store, blobs, profiles, config, adminToken: secrets.adminToken, signingPublicKey: secrets.signing.publicKey,
+    mqttPort: () => broker.port, rollouts, devices, builds, now, logger: log, health: telemetry.health, metrics: telemetry.metrics, ...(config.limits?.http ? { limits: config.limits.http } : {}),
   }, { https: { key: tls.key, cert: tls.cert } });
   let plainHttp: HttpServer | undefined;
   try {
@@ -103,6 +105,8 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
     if (config.allowPlaintext) plainHttp = await listenPlainHttp(app, config.httpHost, config.plainHttpPort);
   } catch (err) {
     await app.close().catch(() => undefined);
+    await engine.close();
+    await builds.close();
     await broker.close();
     db.close();
     throw err;
@@ -124,9 +128,13 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
   }, RENEWAL_CHECK_MS);
   renewal.unref();
 
-  const republished = await rollouts.republishAll().catch((err) => { log.error({ err }, 'republish failed'); return 0; });
-  const cron = startCronJobs({ store, log, now, offlineAfterSec: config.offlineAfterSec, telemetry: telemetry.jobs });
-  log.info({ httpPort, mqttPort: broker.port, plainHttpPort, plainMqttPort: broker.plainPort, caFingerprint: tls.caFingerprint, tls: tls.source, dataDir: config.dataDir, republished, profiles: profiles.length }, 'edgepack orchestrator listening');
+  // Picks up where things stood: each device's latest desired state again, then a round for every rollout with work left.
+  const resumed = await rollouts.resume().catch((err) => { log.error({ err }, 'resuming rollouts failed'); return null; });
+  const cron = startCronJobs({ log, now, offlineAfterSec: config.offlineAfterSec, rollouts, rolloutTickSec: config.rolloutTickSec, telemetry: telemetry.jobs });
+  log.info({
+    httpPort, mqttPort: broker.port, plainHttpPort, plainMqttPort: broker.plainPort, caFingerprint: tls.caFingerprint, tls: tls.source, dataDir: config.dataDir,
+    republished: resumed?.republished ?? 0, rollouts: resumed?.rollouts ?? 0, profiles: profiles.length,
+  }, 'edgepack orchestrator listening');
 
   let closed = false;
   return {
@@ -146,6 +154,7 @@ async function startLocked(config: ServerConfig, opts: { profiles?: Profile[]; t
       clearInterval(renewal);
       await cron.stop();
       if (plainHttp) await new Promise<void>((resolve) => { plainHttp!.closeAllConnections(); plainHttp!.close(() => resolve()); });
+      await engine.close();
       await app.close();
       await builds.close();
       // Before the broker: what is queued is committed and its acks go out.

@@ -143,7 +143,7 @@ export const StatusReportSchema = Type.Object({
   rolloutId: Type.String(),
   bundleId: Type.String(),
   state: DeviceStateSchema,
-  /** Why a deployment failed: a code from the error catalogue (accepted as any string, as in notices). */
+  /** Why an action failed: a code from the error catalogue (accepted as any string, as in notices). */
   code: Type.Optional(Type.String()),
   reason: Type.Optional(Type.String({ maxLength: 4096 })),
   result: Type.Optional(BenchmarkResultSchema),

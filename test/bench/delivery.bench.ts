@@ -9,7 +9,7 @@ import mqtt from 'mqtt';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { CHUNK_SIZE, PROTOCOL_VERSION, createChunkDecoder, createDeviceCredential, deviceTopic, generateKeyPair } from '@edgepack/protocol';
 import { sharedModelsDir } from '../support/paths.js';
-import { startOrchestrator, tempDir } from '../support/processes.js';
+import { ONE_WAVE, startOrchestrator, tempDir } from '../support/processes.js';
 
 export async function run(): Promise<void> {
   const dir = await tempDir('bench-delivery');
@@ -28,7 +28,7 @@ export async function run(): Promise<void> {
     const token = (await orch.api('POST', '/v1/enrollment-tokens', {})).body.token;
     const facts = { arch: 'x86_64', platform: 'bench', cpuModel: 'bench', cores: 1, ramBytes: 4e9, cpuFlags: [], accelerators: [], runtimes: {}, agentVersion: 'bench' };
     const dev = (await orch.api('POST', '/v1/enroll', { v: PROTOCOL_VERSION, token, publicKey: keys.publicKey, facts, profile: 'x86-64-gateway' })).body;
-    await orch.api('POST', '/v1/rollouts', { buildId: b.id, target: { deviceIds: [dev.deviceId] } });
+    await orch.api('POST', '/v1/rollouts', { buildId: b.id, target: { deviceIds: [dev.deviceId] }, ...ONE_WAVE });
     const c = await mqtt.connectAsync({ ...orch.mqttOptions(), clientId: dev.deviceId, username: dev.deviceId, password: createDeviceCredential(dev.deviceId, keys.secretKey, new Date()) });
     await c.subscribeAsync(deviceTopic(dev.deviceId, 'chunk'), { qos: 1 });
     const sha = up.body.model.sha256 as string;

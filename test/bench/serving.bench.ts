@@ -81,7 +81,7 @@ async function rollOutModel(orch: Orchestrator, deviceId: string, bytes: Uint8Ar
 async function bundleFile(orch: Orchestrator, bundleId: string): Promise<Uint8Array> {
   const b = (await orch.api('GET', `/v1/bundles/${bundleId}`)).body.bundle;
   const f = b.manifest.files.find((x: { role: string }) => x.role === 'model');
-  const res = await fetch(`${orch.url}/v1/bundles/${bundleId}/files/${f.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
+  const res = await orch.fetch(`${orch.url}/v1/bundles/${bundleId}/files/${f.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
   return new Uint8Array(await res.arrayBuffer());
 }
 

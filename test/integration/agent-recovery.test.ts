@@ -1,5 +1,5 @@
 // The agent's desired-state handling across restarts, with a real orchestrator and real agent
-// processes: two rollouts arriving at once, a deployment queued when the agent died, a
+// processes: two rollouts arriving at once, an action queued when the agent died, a
 // corrupt state.json, and a commit that fails after active.json was already replaced.
 // The tests share one device and run in order; each leaves it on a known active bundle.
 import { after, before, test } from 'node:test';
@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
@@ -48,7 +48,7 @@ after(async () => {
 });
 
 async function createRollout(n: number): Promise<string> {
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: builds[n]!.buildId, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: builds[n]!.buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return r.body.rollout.id;
 }
@@ -93,8 +93,8 @@ test('two rollouts delivered together after a restart both end, and the device r
   assert.equal(await activeOnDisk(), builds[2]!.bundleId);
 });
 
-test('a deployment queued when the agent died starts after the restart', async () => {
-  // Killed with the first deployment installed and about to benchmark...
+test('an action queued when the agent died starts after the restart', async () => {
+  // Killed with the first action installed and about to benchmark...
   const killedOnce = await restart({ EDGEPACK_AGENT_FAULTS: 'kill-after-benchmarking' });
   const running = await createRollout(3);
   await killedOnce.exited;
@@ -104,8 +104,8 @@ test('a deployment queued when the agent died starts after the restart', async (
   const killedTwice = await restart({ EDGEPACK_AGENT_FAULTS: 'kill-after-done' });
   await killedTwice.exited;
   const state = JSON.parse(await readFile(join(agentDir, 'state.json'), 'utf8'));
-  assert.equal(state.deployment.rolloutId, running);
-  assert.equal(state.deployment.phase, 'done');
+  assert.equal(state.action.rolloutId, running);
+  assert.equal(state.action.phase, 'done');
   assert.equal(state.queued?.rolloutId, queued, 'precondition: the newer rollout was queued when the agent died');
 
   await restart();
@@ -118,7 +118,7 @@ test('a deployment queued when the agent died starts after the restart', async (
 
 test('an agent whose state.json is garbage starts, sets it aside, and keeps its active bundle', async () => {
   await agent?.kill();
-  await writeFile(join(agentDir, 'state.json'), '{"lastSeq": 4, "deployment": {"phase": "downl');
+  await writeFile(join(agentDir, 'state.json'), '{"lastSeq": 4, "action": {"phase": "downl');
   await restart();
   const files = await readdir(agentDir);
   assert.ok(files.some((f) => f.startsWith('state.json.corrupt-')), files.join(', '));
@@ -126,9 +126,9 @@ test('an agent whose state.json is garbage starts, sets it aside, and keeps its 
   // The retained desired state is handled afresh and recognised as the bundle already active.
   const state = await until('state rebuilt', async () => {
     const s = JSON.parse(await readFile(join(agentDir, 'state.json'), 'utf8').catch(() => 'null'));
-    return s?.deployment?.phase === 'done' && s;
+    return s?.action?.phase === 'done' && s;
   }, 15_000);
-  assert.equal(state.deployment.bundle.manifest.bundleId, builds[4]!.bundleId);
+  assert.equal(state.action.bundle.manifest.bundleId, builds[4]!.bundleId);
   assert.ok(state.lastSeq > 0);
   const device = await until('heartbeat after restart', async () => {
     const d = (await orch.api('GET', `/v1/devices/${deviceId}`)).body.device;

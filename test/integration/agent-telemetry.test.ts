@@ -32,7 +32,7 @@ afterEach(async () => {
 interface LogLine { level: string; msg: string; obj: Record<string, unknown> }
 
 async function broker(port = 0): Promise<Broker> {
-  const store = { getDevice: (id: string) => (id === DEVICE_ID ? { id, publicKey: DEVICE.publicKey, revokedAt: null } : undefined) } as unknown as Store;
+  const store: Pick<Store, 'getDeviceKey'> = { getDeviceKey: (id: string) => (id === DEVICE_ID ? { publicKey: DEVICE.publicKey, revoked: false } : undefined) };
   return startBroker({ store, log: silent, host: '127.0.0.1', port, now: () => new Date() });
 }
 

@@ -1,4 +1,4 @@
-// A full disk on either side: the request or deployment fails with a clear code, nothing
+// A full disk on either side: the request or the action fails with a clear code, nothing
 // half-written is left behind, the process keeps serving, and it recovers once there is room.
 // The small disks are tmpfs mounts, which needs root; elsewhere the test is skipped with that reason.
 import { after, before, test } from 'node:test';
@@ -9,7 +9,7 @@ import mqtt from 'mqtt';
 import { PROTOCOL_VERSION, createDeviceCredential, generateKeyPair } from '@edgepack/protocol';
 import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 const mounts: string[] = [];
@@ -87,7 +87,7 @@ test('agent: a bundle that does not fit on the device fails with DISK_FULL; the 
         const x = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
         return x.body.build.status === 'succeeded' && x.body.build;
       });
-      const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: {} });
+      const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: {}, ...ONE_WAVE });
       return until('rollout', async () => {
         const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
         return g.body.rollout.status !== 'running' && g.body.rollout.devices[0];

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { verifyCanonical } from '@edgepack/protocol';
 import { sharedModelsDir } from '../support/paths.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
@@ -72,7 +72,7 @@ test('enroll → upload → build → roll out: both devices report active with 
   assert.equal(art['coral-dev-board'].status, 'skipped');
   assert.match(art['coral-dev-board'].reason, /tflite/i);
 
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: devices.map((d: any) => d.id) } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: devices.map((d: any) => d.id) }, ...ONE_WAVE });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const done = await until('rollout finished', async () => {
     const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
@@ -81,6 +81,7 @@ test('enroll → upload → build → roll out: both devices report active with 
   assert.equal(done.status, 'succeeded', JSON.stringify(done.devices));
   for (const d of done.devices) {
     assert.equal(d.state, 'active');
+    assert.equal(d.outcome, 'succeeded');
     const res = d.result;
     assert.ok(res.loadMs > 0);
     assert.ok(res.latencyMs.p50 > 0 && res.latencyMs.p50 <= res.latencyMs.p90 && res.latencyMs.p90 <= res.latencyMs.p99);
@@ -131,7 +132,7 @@ test('a restarted agent keeps its identity and converges without re-enrolling', 
   assert.equal((await orch.api('GET', '/v1/devices')).body.devices.length, before);
 });
 
-test('a device that was offline during a rollout converges from the retained desired state when it returns', async () => {
+test('a device that was offline when a rollout started is dispatched when it returns', async () => {
   const pi = byRole.pi!;
   const piId = (await pi.event('started')).deviceId as string;
   await pi.kill('SIGKILL');
@@ -144,10 +145,13 @@ test('a device that was offline during a rollout converges from the retained des
     const r = await orch.api('GET', `/v1/builds/${b.body.build.id}`);
     return r.body.build.status === 'succeeded' && r.body.build;
   });
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { profiles: ['raspberry-pi-4'] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { profiles: ['raspberry-pi-4'] }, ...ONE_WAVE });
   assert.equal(r.status, 201);
   await new Promise((res) => setTimeout(res, 500));
-  assert.equal((await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout.devices[0].state, 'pending');
+  // Offline: waiting, never dispatched while so (and never a failure).
+  const waiting = (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout;
+  assert.equal(waiting.devices[0].outcome, 'waiting_offline');
+  assert.equal(waiting.status, 'running');
 
   const back = await startAgent(orch, join(dir.path, 'agent-pi'), { enroll: false });
   agents.push(back);

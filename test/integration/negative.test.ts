@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { PROTOCOL_VERSION, createDeviceCredential, deviceTopic, generateKeyPair, signCanonical } from '@edgepack/protocol';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
@@ -50,7 +50,7 @@ async function buildFor(bytes: Uint8Array, extra: object = {}): Promise<{ buildI
 }
 
 async function rollOut(buildId: string): Promise<{ rolloutId: string; device: any }> {
-  const r = await orch.api('POST', '/v1/rollouts', { buildId, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const done = await until('rollout finished', async () => {
     const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
@@ -235,12 +235,12 @@ test('kill -9 during install: after restart the agent finishes the install clean
   await agent.kill('SIGTERM');
   const faulty = await startAgent(orch, join(dir.path, 'agent'), { enroll: false, env: { EDGEPACK_AGENT_FAULTS: 'kill-during-install' } });
   const b = await buildFor(buildTinyMlpModel({ seed: 103 }));
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(r.status, 201);
   await faulty.exited;
   assert.equal(faulty.child.signalCode, 'SIGKILL');
   const state = JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8'));
-  assert.equal(state.deployment.phase, 'installing');
+  assert.equal(state.action.phase, 'installing');
   assert.ok((await readdir(join(dir.path, 'agent', 'bundles'))).includes(`.staging-${b.bundleId}`), 'the crash left a half-staged bundle');
   assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'active.json'), 'utf8')).bundleId, firstBundle);
 
@@ -264,10 +264,10 @@ for (const phase of ['verifying', 'benchmarking', 'committing', 'done']) {
     await agent.kill('SIGTERM');
     const faulty = await startAgent(orch, join(dir.path, 'agent'), { enroll: false, env: { EDGEPACK_AGENT_FAULTS: `kill-after-${phase}` } });
     const b = await buildFor(buildTinyMlpModel({ seed: 200 + version }));
-    const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+    const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
     await faulty.exited;
     assert.equal(faulty.child.signalCode, 'SIGKILL');
-    assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8')).deployment.phase, phase);
+    assert.equal(JSON.parse(await readFile(join(dir.path, 'agent', 'state.json'), 'utf8')).action.phase, phase);
     agent = await startAgent(orch, join(dir.path, 'agent'), { enroll: false });
     const done = await until('rollout finished after restart', async () => {
       const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
@@ -300,14 +300,21 @@ test('a device cannot claim another device\'s bundle by reporting it as active',
   }
 });
 
-test('a newer rollout supersedes one the device has not finished', async () => {
-  await agent.kill('SIGTERM'); // offline: its actions stay pending
+test('one open rollout per device and stream: a second one is a 409 listing the device, and supersede: true takes over', async () => {
+  await agent.kill('SIGTERM'); // offline: its member of the first rollout stays waiting
   const a = await buildFor(buildTinyMlpModel({ seed: 301 }));
   const b = await buildFor(buildTinyMlpModel({ seed: 302 }));
-  const r1 = await orch.api('POST', '/v1/rollouts', { buildId: a.buildId, target: { deviceIds: [deviceId] } });
-  const r2 = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+  const plan = { target: { deviceIds: [deviceId] }, stream: 'neg', ...ONE_WAVE };
+  const r1 = await orch.api('POST', '/v1/rollouts', { buildId: a.buildId, ...plan });
+  assert.equal(r1.status, 201, JSON.stringify(r1.body));
+  const conflict = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, ...plan });
+  assert.equal(conflict.status, 409, JSON.stringify(conflict.body));
+  assert.equal(conflict.body.error.code, 'ROLLOUT_CONFLICT');
+  assert.match(conflict.body.error.message, new RegExp(`${deviceId} \\(${r1.body.rollout.id}\\)`));
+  const r2 = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, ...plan, supersede: true });
+  assert.equal(r2.status, 201, JSON.stringify(r2.body));
   const first = (await orch.api('GET', `/v1/rollouts/${r1.body.rollout.id}`)).body.rollout;
-  assert.equal(first.status, 'failed');
+  assert.equal(first.devices[0].outcome, 'cancelled');
   assert.equal(first.devices[0].code, 'SUPERSEDED');
   assert.match(first.devices[0].reason, new RegExp(r2.body.rollout.id));
   agent = await startAgent(orch, join(dir.path, 'agent'), { enroll: false });
@@ -335,10 +342,13 @@ test('a revoked device is disconnected at once and cannot connect again', async 
 test('revoking a device closes its open actions, so no rollout waits on it forever', async () => {
   const b = await buildFor(buildTinyMlpModel({ seed: 303 }));
   await agent.kill('SIGTERM');
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: b.buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(r.body.rollout.status, 'running');
   assert.equal((await orch.api('DELETE', `/v1/devices/${deviceId}`)).status, 204);
-  const after = (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout;
-  assert.equal(after.status, 'failed');
+  const after = await until('the rollout let the device go', async () => {
+    const g = (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout;
+    return g.status !== 'running' && g;
+  }, 10_000);
+  assert.equal(after.devices[0].outcome, 'cancelled');
   assert.equal(after.devices[0].code, 'DEVICE_REVOKED');
 });

@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
@@ -54,7 +54,7 @@ async function release(seed: number, tamper = false): Promise<{ rolloutId: strin
     await writeFile(blob, evil);
     restore = () => writeFile(blob, original);
   }
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: {} });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: {}, ...ONE_WAVE });
   const done = await until('rollout', async () => {
     const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
     return g.body.rollout.status !== 'running' && g.body.rollout;

@@ -69,7 +69,7 @@ async function rollOut(buildId: string, deviceId: string): Promise<void> {
 async function bundleModel(bundleId: string): Promise<Uint8Array> {
   const b = (await orch.api('GET', `/v1/bundles/${bundleId}`)).body.bundle;
   const f = b.manifest.files.find((x: any) => x.role === 'model');
-  const res = await fetch(`${orch.url}/v1/bundles/${bundleId}/files/${f.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
+  const res = await orch.fetch(`${orch.url}/v1/bundles/${bundleId}/files/${f.path}`, { headers: { authorization: `Bearer ${orch.adminToken}` } });
   return new Uint8Array(await res.arrayBuffer());
 }
 

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { startOrchestrator, tempDir, until, type Orchestrator } from '../support/processes.js';
+import { ONE_WAVE, startOrchestrator, tempDir, until, type Orchestrator } from '../support/processes.js';
 import { startSim, type SimProc } from '../support/sim.js';
 
 const PROFILE = 'x86-64-gateway';
@@ -49,7 +49,7 @@ async function build(): Promise<{ id: string; bundleId: string }> {
 }
 
 async function rollout(buildId: string, target: Record<string, unknown> = { tags: ['sim'] }): Promise<any> {
-  const r = await orch.api('POST', '/v1/rollouts', { buildId, target });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId, target, ...ONE_WAVE });
   assert.ok(r.status === 201 || r.status === 202, `${r.status} ${JSON.stringify(r.body)}`);
   return until('rollout finished', async () => {
     const g = (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout;
@@ -168,8 +168,15 @@ test('restarted on the same data dir, the same devices come back with their bund
 test('at --fail-rate 1 with GOLDEN_MISMATCH every device refuses a bundle it never had: rolled back, with its figures', async () => {
   await restartSim(N, ['--fail-rate', '1', '--fail-code', 'GOLDEN_MISMATCH']);
   const third = await build();
-  const done = await rollout(third.id);
-  assert.equal(done.status, 'failed');
+  const paused = await rollout(third.id);
+  // Every golden failure is a breach: the rollout pauses (onBreach: pause) at the first one;
+  // the devices already under way finish their installs.
+  assert.equal(paused.status, 'paused');
+  assert.equal(paused.pause.code, 'BREACH');
+  const done = await until('every device ended', async () => {
+    const g = (await orch.api('GET', `/v1/rollouts/${paused.id}`)).body.rollout;
+    return g.devices.every((d: any) => ['active', 'failed', 'rolled_back'].includes(d.state)) && g;
+  }, 30_000);
   assert.equal(done.devices.length, N);
   for (const d of done.devices) {
     assert.equal(d.state, 'rolled_back', JSON.stringify(d));

@@ -14,7 +14,7 @@ import { DeviceTopic, deviceTopic, type TelemetryAck } from '@edgepack/protocol'
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { deviceClientOptions } from '@edgepack/agent/device-session.js';
 import { loadIdentity } from '@edgepack/agent/identity.js';
-import { startAgent, startOrchestrator, startProcess, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { startAgent, startOrchestrator, startProcess, tempDir, until, type Orchestrator, type Proc, ONE_WAVE } from '../support/processes.js';
 import { AGENT_CLI } from '../support/paths.js';
 import { kserveJson, randomFloats } from '../support/serving-fixtures.js';
 import { makeBatch, makeWindow } from '../support/telemetry-windows.js';
@@ -86,7 +86,7 @@ test('N requests served ⇒ exactly N counted by the orchestrator, through a kil
   }, 90_000);
   assert.equal(build.status, 'succeeded', JSON.stringify(build));
   const bundleId = build.artifacts[0].bundleId as string;
-  const ro = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: [deviceId] } });
+  const ro = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(ro.status, 201, JSON.stringify(ro.body));
   await until('rollout finished', async () => (await orch.api('GET', `/v1/rollouts/${ro.body.rollout.id}`)).body.rollout.status === 'succeeded', 60_000);
   await until('serving ready', async () => (await fetch(`${url}/v2/health/ready`)).status === 200, 20_000);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { encodeNpy } from '@edgepack/orchestrator/optimizer/npy.js';
 import { sharedModelsDir } from '../support/paths.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { ONE_WAVE, startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let orch: Orchestrator;
@@ -47,7 +47,7 @@ async function waitBuild(id: string): Promise<any> {
 }
 
 async function rollOutTo(buildId: string): Promise<any> {
-  const r = await orch.api('POST', '/v1/rollouts', { buildId, target: { deviceIds: [coralId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId, target: { deviceIds: [coralId] }, ...ONE_WAVE });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return until('rollout finished', async () => {
     const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);

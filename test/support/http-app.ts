@@ -1,6 +1,6 @@
 // An orchestrator HTTP app over real parts, for tests that drive it with inject(): a SQLite file
-// and a blob store in a temp dir, real builds and rollouts. Only the MQTT edge (publishDesired)
-// records what it is given instead of publishing.
+// and a blob store in a temp dir, real builds and rollouts (the real services and rollout
+// engine). Only the MQTT edge (publishDesired) records what it is given instead of publishing.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import { openDatabase, type Db } from '@edgepack/orchestrator/db/database.js';
 import { Store } from '@edgepack/orchestrator/db/store.js';
 import { BlobStore } from '@edgepack/orchestrator/blob-store.js';
 import { BuildQueue } from '@edgepack/orchestrator/build/build-queue.js';
-import { RolloutService } from '@edgepack/orchestrator/rollout-service.js';
+import { createServices, type Services } from '@edgepack/orchestrator/services/wiring.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
 import type { AppDeps } from '@edgepack/orchestrator/http/app-deps.js';
 import { telemetryAppDeps } from './telemetry-deps.js';
@@ -24,7 +24,9 @@ export interface TestDeps {
   db: Db;
   store: Store;
   builds: BuildQueue;
-  published: { deviceId: string; desired: DesiredState }[];
+  /** Every desired state published, parsed; `null` for a cleared one. */
+  published: { deviceId: string; desired: DesiredState | null }[];
+  services: Services;
   clock: { ms: number };
   close: () => Promise<void>;
 }
@@ -43,21 +45,25 @@ export async function testDeps(prefix: string): Promise<TestDeps> {
   const log = createLogger('error');
   const builds = new BuildQueue({ store, blobs, profiles, signing, bundleTtlDays: 30, log, now });
   const published: TestDeps['published'] = [];
-  const rollouts = new RolloutService({
-    store, log, now, signingSecretKey: signing.secretKey,
-    publisher: { async publishDesired(deviceId, desired) { published.push({ deviceId, desired }); } },
+  const config = { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' };
+  const services = createServices({
+    db, store, log, now, signingSecretKey: signing.secretKey, signingPublicKey: signing.publicKey, profiles, config, mqttPort: () => 18830,
+    publisher: {
+      async publishDesired(deviceId, desired) { published.push({ deviceId, desired: JSON.parse(desired) as DesiredState }); },
+      async clearDesired(deviceId) { published.push({ deviceId, desired: null }); },
+    },
   });
   const deps: AppDeps = {
-    store, blobs, profiles, config: { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' },
-    adminToken: ADMIN_TOKEN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
-    onDeviceRevoked: async () => undefined,
+    store, blobs, profiles, config, adminToken: ADMIN_TOKEN, signingPublicKey: signing.publicKey, mqttPort: () => 18830,
+    rollouts: services.rollouts, devices: services.devices, builds, now,
     ...telemetryAppDeps(db, store, now),
     // Tests drive every request from one address; the failed-authentication limit has tests of its own.
     limits: { authFailures: { maxFailures: 10_000, windowMs: 60_000, blockMs: 1000, maxBlockMs: 1000 } },
   };
   return {
-    deps, dir, db, store, builds, published, clock,
+    deps, dir, db, store, builds, published, clock, services,
     close: async () => {
+      await services.engine.close();
       await builds.idle();
       db.close();
       await rm(dir, { recursive: true, force: true });

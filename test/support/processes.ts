@@ -17,6 +17,13 @@ export interface Proc {
   kill: (signal?: NodeJS.Signals) => Promise<number | null>;
 }
 
+/**
+ * A rollout plan in one wave without bake, for tests about delivery rather than staging. The
+ * latency gate is off: ten benchmark runs of a tiny model on a shared machine give a p95 that
+ * swings several-fold from one run to the next.
+ */
+export const ONE_WAVE = { waves: [{ name: 'all', size: { percent: 100 }, bakeSec: 0 }], gate: { maxP95Regression: 100 } } as const;
+
 /** `nodeArgs` go before the script (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
 export function startProcess(file: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Proc {
   const child = spawn(process.execPath, [...nodeArgs, file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });

@@ -40,7 +40,7 @@ afterEach(async () => {
 
 async function harness(extra: Partial<AgentOptions> & Record<string, unknown> = {}): Promise<Harness> {
   const dir = await tempDir('agent-desired');
-  const store = { getDevice: (id: string) => (id === DEVICE_ID ? { id, publicKey: DEVICE.publicKey, revokedAt: null } : undefined) } as unknown as Store;
+  const store = { getDeviceKey: (id: string) => (id === DEVICE_ID ? { publicKey: DEVICE.publicKey, revoked: false } : undefined) } as unknown as Store;
   const broker = await startBroker({ store, log: silent, host: '127.0.0.1', port: 0, now: () => new Date() });
   const logs: Harness['logs'] = [];
   const reports: StatusReport[] = [];
@@ -134,7 +134,7 @@ test('two desired states at once: the older ends terminal (superseded), the newe
   assert.equal(old.code, 'SUPERSEDED');
   await until('newer rollout downloading', async () => lastReport(h, 'rol_new')?.state === 'downloading' && h.chunkRequests.some((c) => c.bundleId === 'bdl_new'), 5000, 20);
   const s = await readState(h.dataDir);
-  assert.equal(s.deployment.rolloutId, 'rol_new');
+  assert.equal(s.action.rolloutId, 'rol_new');
   assert.equal(s.lastSeq, 2);
 });
 

@@ -63,7 +63,7 @@ async function harness(o: { dataDir?: string; trustedRoot?: SignedRoot } = {}) {
     cleanups.push(d.remove);
     dataDir = d.path;
   }
-  const store = { getDevice: (id: string) => (id === DEVICE_ID ? { id, publicKey: DEVICE.publicKey, revokedAt: null } : undefined) } as unknown as Store;
+  const store = { getDeviceKey: (id: string) => (id === DEVICE_ID ? { publicKey: DEVICE.publicKey, revoked: false } : undefined) } as unknown as Store;
   const broker = await startBroker({ store, log: silent, host: '127.0.0.1', port: 0, now: () => new Date() });
   const logs: { level: string; msg: string; obj: Record<string, unknown> }[] = [];
   const reports: StatusReport[] = [];

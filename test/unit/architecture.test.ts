@@ -109,3 +109,19 @@ test('the agent verifies bundles and desired states only through the root chain 
     }
   }
 });
+
+test('use cases live in services/: the rollout, device and enrollment routes only translate HTTP, and services know nothing of HTTP', async () => {
+  const src = join(repoRoot(), 'orchestrator/src');
+  for (const name of ['rollouts', 'devices', 'enrollment']) {
+    const file = join(src, 'http/routes', `${name}.ts`);
+    const text = await readFile(file, 'utf8');
+    // No store access and no database: every read and write goes through a service.
+    assert.doesNotMatch(text, /\bstore\b|\bdeps\.store\b/, `${file} reaches the store; call a service`);
+    for (const target of await relativeImports(file)) assert.ok(!target.startsWith(join(src, 'db')), `${file} imports ${target}`);
+  }
+  for (const file of await sources(join(src, 'services'))) {
+    for (const target of await relativeImports(file)) {
+      assert.ok(!target.startsWith(join(src, 'http')) && !target.startsWith(join(src, 'mqtt')), `${file} imports ${target}; services are called by the edges, never the other way round`);
+    }
+  }
+});

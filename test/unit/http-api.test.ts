@@ -26,7 +26,7 @@ import { openDatabase, type Db } from '@edgepack/orchestrator/db/database.js';
 import { Store } from '@edgepack/orchestrator/db/store.js';
 import { BlobStore } from '@edgepack/orchestrator/blob-store.js';
 import { BuildQueue } from '@edgepack/orchestrator/build/build-queue.js';
-import { RolloutService } from '@edgepack/orchestrator/rollout-service.js';
+import { createServices, type Services } from '@edgepack/orchestrator/services/wiring.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
 import { telemetryAppDeps } from '../support/telemetry-deps.js';
 import { buildApp, type AppDeps } from '@edgepack/orchestrator/http/app.js';
@@ -61,7 +61,8 @@ let deps: AppDeps;
 let signing: KeyPair & { keyId: string };
 let clockMs = Date.parse('2026-06-01T12:00:00.000Z');
 const now = () => new Date(clockMs);
-const published: { deviceId: string; desired: DesiredState }[] = [];
+const published: { deviceId: string; desired: DesiredState | null }[] = [];
+let services: Services;
 const revoked: string[] = [];
 
 before(async () => {
@@ -75,14 +76,18 @@ before(async () => {
   signing = { ...kp, keyId: keyId(kp.publicKey) };
   const log = createLogger('error');
   builds = new BuildQueue({ store, blobs, profiles, signing, bundleTtlDays: 30, log, now });
-  const rollouts = new RolloutService({
-    store, log, now, signingSecretKey: signing.secretKey,
-    publisher: { async publishDesired(deviceId, desired) { published.push({ deviceId, desired: structuredClone(desired) }); } },
+  const config = { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' };
+  services = createServices({
+    db, store, log, now, signingSecretKey: signing.secretKey, signingPublicKey: signing.publicKey, profiles, config, mqttPort: () => 18830,
+    publisher: {
+      async publishDesired(deviceId, desired) { published.push({ deviceId, desired: JSON.parse(desired) as DesiredState }); },
+      async clearDesired(deviceId) { published.push({ deviceId, desired: null }); },
+    },
+    sessions: { clearDesired: async () => undefined, disconnect: (id) => { revoked.push(id); } },
   });
   deps = {
-    store, blobs, profiles, config: { maxModelBytes: 64 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'orch.local' },
-    adminToken: ADMIN, signingPublicKey: signing.publicKey, mqttPort: () => 18830, rollouts, builds, now,
-    onDeviceRevoked: async (id) => { revoked.push(id); },
+    store, blobs, profiles, config, adminToken: ADMIN, signingPublicKey: signing.publicKey, mqttPort: () => 18830,
+    rollouts: services.rollouts, devices: services.devices, builds, now,
     ...telemetryAppDeps(db, store, now),
     // This file checks which credentials are refused, dozens of times from one address; the
     // failed-authentication limit that would soon answer 429 instead has its own tests.
@@ -94,6 +99,7 @@ before(async () => {
 
 after(async () => {
   await app?.close();
+  await services?.engine.close();
   await builds?.idle();
   db?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
@@ -486,29 +492,35 @@ test('rollouts: unknown or revoked device ids → 404 DEVICE_NOT_FOUND; empty se
   assert.equal(published.length, 0, 'nothing published for refused rollouts');
 });
 
-test('rollouts: devices get pending and a signed desired state that verifies against the signing key', async () => {
+test('rollouts: online devices are dispatched a signed desired state that verifies against the signing key; offline ones wait', async () => {
   const target = { deviceIds: [devices.pi4!.id, devices.pi5!.id, devices.x86!.id, devices.coral!.id] };
-  const res = await app.inject({ method: 'POST', url: '/v1/rollouts', headers: AUTH, payload: { buildId, target } });
+  // What the gateway does when devices connect; the coral stays offline and still counts (skipped: no bundle for it).
+  for (const k of ['pi4', 'pi5', 'x86'] as const) services.rollouts.onPresence(devices[k]!.id, true);
+  const res = await app.inject({ method: 'POST', url: '/v1/rollouts', headers: AUTH, payload: { buildId, target, waves: [{ name: 'all', size: { percent: 100 }, bakeSec: 0 }] } });
   assert.equal(res.statusCode, 201, res.body);
   const r = json(res).rollout;
   assert.equal(r.status, 'running');
   assert.equal(r.buildId, buildId);
+  assert.equal(r.staged, true);
+  assert.deepEqual(r.waves.map((w: any) => [w.name, w.status]), [['all', 'open']]);
   const by = Object.fromEntries((r.devices as any[]).map((d) => [d.deviceId, d]));
   for (const k of ['pi4', 'pi5', 'x86'] as const) {
     const d = devices[k]!;
-    assert.equal(by[d.id].state, 'pending', k);
+    assert.equal(by[d.id].outcome, 'dispatched', k);
+    assert.equal(by[d.id].state, null, `${k}: nothing reported yet`);
     assert.equal(by[d.id].bundleId, bundleFor[d.profile], k);
   }
-  // the coral has nothing built for it: planned failed with the build's reason
-  assert.equal(by[devices.coral!.id].state, 'failed');
+  // the coral has nothing built for it: skipped with the reason
+  assert.equal(by[devices.coral!.id].outcome, 'skipped');
   assert.equal(by[devices.coral!.id].code, 'NO_ARTIFACT');
-  assert.match(by[devices.coral!.id].reason, /tflite/i);
-  assert.deepEqual(r.counts, { pending: 3, failed: 1 });
+  assert.match(by[devices.coral!.id].reason, /coral-dev-board/);
+  assert.deepEqual(r.counts, { dispatched: 3, skipped: 1 });
 
-  // the MQTT edge saw exactly one desired state per pending device, and each verifies
+  // the MQTT edge saw exactly one desired state per dispatched device, and each verifies
   assert.deepEqual(published.map((p) => p.deviceId).sort(), [devices.pi4!.id, devices.pi5!.id, devices.x86!.id].sort());
   const verify = createManifestVerifier();
   for (const { deviceId, desired } of published) {
+    assert.ok(desired);
     const d = Object.values(devices).find((x) => x.id === deviceId)!;
     assert.equal(desired.v, PROTOCOL_VERSION);
     assert.equal(desired.deviceId, deviceId);
@@ -526,8 +538,11 @@ test('rollouts: devices get pending and a signed desired state that verifies aga
     assert.throws(() => verify(desired.bundle, { trustedPublicKey: signing.publicKey, expectedProfile: wrongProfile, now: now() }), (e: any) => e.code === 'PROFILE_MISMATCH');
   }
   const again = json(await app.inject({ url: `/v1/rollouts/${r.id}`, headers: AUTH })).rollout;
-  assert.deepEqual(again.counts, { pending: 3, failed: 1 });
+  assert.deepEqual(again.counts, { dispatched: 3, skipped: 1 });
   assert.equal(store.getDevice(devices.pi5!.id)!.desiredSeq, 1);
+  // Done with it: cancel, so later tests may roll out to these devices again.
+  assert.equal(json(await app.inject({ method: 'POST', url: `/v1/rollouts/${r.id}/cancel`, headers: AUTH })).rollout.status, 'cancelled');
+  await services.engine.idle();
 });
 
 // --- bundle downloads ---

@@ -134,6 +134,9 @@ test('every route declares who may call it; the admin may call every route that 
   assert.deepEqual(access('POST', '/v1/enroll'), ['public']);
   assert.deepEqual(access('GET', '/v1/bundles/:id/files/:path'), ['admin', 'operator', 'viewer', 'device']);
   assert.deepEqual(access('POST', '/v1/rollouts'), ['admin', 'operator']);
+  for (const c of ['pause', 'resume', 'approve', 'cancel', 'rollback']) assert.deepEqual(access('POST', `/v1/rollouts/:id/${c}`), ['admin', 'operator'], c);
+  assert.deepEqual(access('GET', '/v1/rollouts/:id/events'), ['admin', 'operator', 'viewer']);
+  assert.deepEqual(access('GET', '/v1/rollouts/:id'), ['admin', 'operator', 'viewer']);
   assert.deepEqual(access('DELETE', '/v1/devices/:id'), ['admin']);
 });
 
@@ -197,9 +200,11 @@ test('every object in every route\'s body, query string and path parameters refu
 
 test('an unknown body field is a 400 that names it, and nothing happens', async () => {
   const before = t.store.listRollouts().length;
-  const waves = errorOf(await app.inject({ method: 'POST', url: '/v1/rollouts', headers: ADMIN, payload: { buildId: 'bld_x', target: {}, waves: [{ percent: 10 }] } }), 400);
-  assert.equal(waves.code, 'VALIDATION_FAILED');
-  assert.match(waves.message, /unknown field 'waves'/);
+  const wave = errorOf(await app.inject({ method: 'POST', url: '/v1/rollouts', headers: ADMIN, payload: { buildId: 'bld_x', target: {}, wave: [{ size: { percent: 10 } }] } }), 400);
+  assert.equal(wave.code, 'VALIDATION_FAILED');
+  assert.match(wave.message, /unknown field 'wave'/);
+  const gate = errorOf(await app.inject({ method: 'POST', url: '/v1/rollouts', headers: ADMIN, payload: { buildId: 'bld_x', target: {}, waves: [{ size: { percent: 10 }, gate: { maxFailureRate: 0.1 } }] } }), 400);
+  assert.match(gate.message, /body\.waves\.0\.gate has unknown field 'maxFailureRate'/);
   const nested = errorOf(await app.inject({ method: 'POST', url: '/v1/rollouts', headers: ADMIN, payload: { buildId: 'bld_x', target: { tag: ['lab'] } } }), 400);
   assert.match(nested.message, /body\.target has unknown field 'tag'/);
   assert.equal(t.store.listRollouts().length, before);
@@ -262,6 +267,12 @@ const NOT_FOUND_CALLS: Record<string, { query?: string; body?: unknown; octet?: 
   'POST /v1/models/{id}/datasets': { query: '?kind=calibration', octet: true },
   'GET /v1/builds/{id}': {},
   'GET /v1/rollouts/{id}': {},
+  'GET /v1/rollouts/{id}/events': {},
+  'POST /v1/rollouts/{id}/pause': {},
+  'POST /v1/rollouts/{id}/resume': {},
+  'POST /v1/rollouts/{id}/approve': {},
+  'POST /v1/rollouts/{id}/cancel': {},
+  'POST /v1/rollouts/{id}/rollback': {},
   'GET /v1/bundles/{id}': {},
   'GET /v1/bundles/{id}/files/{path}': {},
   'DELETE /v1/tokens/{id}': {},

@@ -13,7 +13,7 @@ import { openDatabase, type Db } from '@edgepack/orchestrator/db/database.js';
 import { Store } from '@edgepack/orchestrator/db/store.js';
 import { BlobStore } from '@edgepack/orchestrator/blob-store.js';
 import { BuildQueue } from '@edgepack/orchestrator/build/build-queue.js';
-import { RolloutService } from '@edgepack/orchestrator/rollout-service.js';
+import { createServices } from '@edgepack/orchestrator/services/wiring.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
 import { telemetryAppDeps } from '../support/telemetry-deps.js';
 import { buildApp } from '@edgepack/orchestrator/http/app.js';
@@ -35,11 +35,14 @@ before(async () => {
   const kp = generateKeyPair();
   const now = () => new Date();
   builds = new BuildQueue({ store, blobs, profiles: loadProfiles(), signing: { ...kp, keyId: keyId(kp.publicKey) }, bundleTtlDays: 30, log, now });
-  const rollouts = new RolloutService({ store, log, now, signingSecretKey: kp.secretKey, publisher: { async publishDesired() {} } });
+  const config = { maxModelBytes: 1 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'x' };
+  const services = createServices({
+    db, store, log, now, signingSecretKey: kp.secretKey, signingPublicKey: kp.publicKey, profiles: loadProfiles(), config, mqttPort: () => 1883,
+    publisher: { async publishDesired() {}, async clearDesired() {} },
+  });
   app = buildApp({
-    store, blobs, profiles: loadProfiles(), config: { maxModelBytes: 1 << 20, heartbeatSec: 15, enrollmentTokenTtlSec: 3600, publicHost: 'x' },
-    adminToken: ADMIN, signingPublicKey: kp.publicKey, mqttPort: () => 1883, rollouts, builds, now, logger: log,
-    onDeviceRevoked: async () => undefined,
+    store, blobs, profiles: loadProfiles(), config, adminToken: ADMIN, signingPublicKey: kp.publicKey, mqttPort: () => 1883,
+    rollouts: services.rollouts, devices: services.devices, builds, now, logger: log,
     ...telemetryAppDeps(db, store, now),
   });
   await app.ready();

@@ -62,3 +62,41 @@ test('the signing key and admin token are created once, mode 0600, and reloaded 
   assert.equal(second.signing.publicKey, first.signing.publicKey);
   assert.equal(second.signing.keyId, first.signing.keyId);
 }));
+
+test('migration 6 over a database of one-wave rollouts: the rollouts stay readable, and each device\'s latest desired state becomes its intent (with the seq it saw)', () => withDir(async (dir) => {
+  const Database = (await import('better-sqlite3')).default;
+  const { migrate } = await import('@edgepack/orchestrator/db/database.js');
+  const { RolloutStore } = await import('@edgepack/orchestrator/db/rollout-store.js');
+  const file = join(dir, 'old.db');
+  // A database as the last release left it: migrations 1-5 only.
+  const old = new Database(file);
+  old.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+  for (const m of MIGRATIONS.filter((x) => x.version <= 5)) {
+    old.exec(m.sql);
+    old.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, '2026-01-01T00:00:00Z');
+  }
+  old.exec(`
+    INSERT INTO devices (id, name, profile, public_key, facts, desired_seq, created_at) VALUES ('dev_a', 'a', 'p', 'k', '{}', 2, '2026-01-01T00:00:00Z');
+    INSERT INTO models (id, name, version, sha256, size_bytes, format, inputs, outputs, created_at) VALUES ('mdl_1', 'm', '1', 'x', 1, 'onnx', '[]', '[]', '2026-01-01T00:00:00Z');
+    INSERT INTO builds (id, model_id, status, profiles, created_at) VALUES ('bld_1', 'mdl_1', 'succeeded', '["p"]', '2026-01-01T00:00:00Z');
+    INSERT INTO rollouts (id, build_id, status, target, created_at) VALUES ('rol_1', 'bld_1', 'succeeded', '{}', '2026-01-01T00:00:00Z');
+    INSERT INTO rollouts (id, build_id, status, target, created_at) VALUES ('rol_2', 'bld_1', 'running', '{}', '2026-01-02T00:00:00Z');
+    INSERT INTO actions (rollout_id, device_id, group_position, bundle_id, state, updated_at, desired_seq) VALUES ('rol_1', 'dev_a', 0, 'bdl_1', 'active', '2026-01-01T00:00:00Z', 1);
+    INSERT INTO actions (rollout_id, device_id, group_position, bundle_id, state, updated_at, desired_seq) VALUES ('rol_2', 'dev_a', 0, 'bdl_2', 'pending', '2026-01-02T00:00:00Z', 2);
+  `);
+  old.close();
+  const db = new Database(file);
+  migrate(db);
+  const store = new Store(db);
+  const rollouts = new RolloutStore(db);
+  assert.deepEqual(rollouts.desiredIntent('dev_a'), { deviceId: 'dev_a', seq: 2, rolloutId: 'rol_2', bundleId: 'bdl_2', signed: null, signedSeq: null, signedKey: null });
+  assert.equal(store.getDevice('dev_a')!.desiredSeq, 2, 'the seq counter goes on from where it was');
+  const legacy = store.getRollout('rol_2')!;
+  assert.equal(legacy.staged, false);
+  assert.equal(legacy.stream, null);
+  assert.equal(rollouts.getStaged('rol_2'), undefined, 'no plan: not one the engine runs');
+  assert.deepEqual(store.listActions('rol_2').map((a) => a.state), ['pending']);
+  // The new seqs continue above it.
+  assert.equal(rollouts.allocateDesired('dev_a', 'rol_x', 'bdl_3'), 3);
+  db.close();
+}));

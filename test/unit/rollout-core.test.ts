@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceTopic, PROTOCOL_VERSION, deviceTopic, type BenchmarkResult, type DeviceState, type StatusReport } from '@edgepack/protocol';
-import { planRollout } from '@edgepack/orchestrator/core/rollout-plan.js';
+import { matchesTarget } from '@edgepack/orchestrator/core/rollout-member.js';
 import { applyStatusReport, rolloutStatus } from '@edgepack/orchestrator/core/action-transition.js';
 import { canPublish, canSubscribe } from '@edgepack/orchestrator/core/mqtt-acl.js';
-import type { ActionRecord, ArtifactRecord, DeviceRecord } from '@edgepack/orchestrator/records.js';
+import type { ActionRecord, DeviceRecord } from '@edgepack/orchestrator/records.js';
 
 function device(id: string, profile: string, tags: string[] = [], revokedAt: string | null = null): DeviceRecord {
   return {
@@ -12,10 +12,6 @@ function device(id: string, profile: string, tags: string[] = [], revokedAt: str
     facts: { arch: 'arm64', platform: 'linux', cpuModel: 'x', cores: 4, ramBytes: 1, cpuFlags: [], accelerators: [], runtimes: {}, agentVersion: '0' },
     status: 'online', activeBundle: null, lastSeen: null, lastHeartbeat: null, desiredSeq: 0, createdAt: '2026-01-01T00:00:00Z', revokedAt,
   };
-}
-
-function artifact(profile: string, status: ArtifactRecord['status'], bundleId: string | null, reason: string | null = null): ArtifactRecord {
-  return { profile, status, format: status === 'built' ? 'onnx' : null, precision: status === 'built' ? 'fp32' : null, bundleId, sizeBytes: null, reason, details: {} };
 }
 
 const FLEET: DeviceRecord[] = [
@@ -26,96 +22,23 @@ const FLEET: DeviceRecord[] = [
   device('esp-a', 'esp32-s3', ['floor1']),
   device('pi4-gone', 'raspberry-pi-4', ['lab', 'floor1'], '2026-02-01T00:00:00Z'),
 ];
-const ARTIFACTS: ArtifactRecord[] = [
-  artifact('raspberry-pi-4', 'built', 'bdl_pi4'),
-  artifact('raspberry-pi-5', 'built', 'bdl_pi5'),
-  artifact('x86-64-gateway', 'built', 'bdl_gw'),
-  artifact('esp32-s3', 'skipped', null, 'profile esp32-s3 takes tflite only'),
-];
+const ids = (target: Parameters<typeof matchesTarget>[1]) => FLEET.filter((d) => !d.revokedAt && matchesTarget(d, target)).map((d) => d.id).sort();
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return (err as { code?: string }).code;
-  }
-  return undefined;
-}
+// --- target selection (services/rollouts.ts applies it to the unrevoked fleet) ---
 
-const ids = (plan: ReturnType<typeof planRollout>) => plan.actions.map((a) => a.deviceId).sort();
-
-// --- planRollout ---
-
-test('an empty target selects every live device; revoked devices are never selected', () => {
-  const plan = planRollout({ target: {}, devices: FLEET, artifacts: ARTIFACTS });
-  assert.deepEqual(ids(plan), ['esp-a', 'gw-a', 'pi4-a', 'pi4-b', 'pi5-a']);
-  assert.deepEqual(plan.groups, [0]);
-  for (const a of plan.actions) assert.equal(a.groupPosition, 0);
-});
-
-test('each device gets the bundle built for its own profile, in pending', () => {
-  const plan = planRollout({ target: {}, devices: FLEET, artifacts: ARTIFACTS });
-  const by = Object.fromEntries(plan.actions.map((a) => [a.deviceId, a]));
-  assert.deepEqual(by['pi4-a'], { deviceId: 'pi4-a', groupPosition: 0, bundleId: 'bdl_pi4', state: 'pending' });
-  assert.equal(by['pi5-a']!.bundleId, 'bdl_pi5');
-  assert.equal(by['gw-a']!.bundleId, 'bdl_gw');
+test('an empty target selects every device', () => {
+  assert.deepEqual(ids({}), ['esp-a', 'gw-a', 'pi4-a', 'pi4-b', 'pi5-a']);
 });
 
 test('criteria narrow each other: ids ∧ all tags ∧ profile in list', () => {
-  assert.deepEqual(ids(planRollout({ target: { tags: ['lab'] }, devices: FLEET, artifacts: ARTIFACTS })), ['pi4-a', 'pi4-b', 'pi5-a']);
-  assert.deepEqual(ids(planRollout({ target: { tags: ['lab', 'floor1'] }, devices: FLEET, artifacts: ARTIFACTS })), ['pi4-a', 'pi5-a']);
-  assert.deepEqual(ids(planRollout({ target: { profiles: ['raspberry-pi-4', 'x86-64-gateway'] }, devices: FLEET, artifacts: ARTIFACTS })), ['gw-a', 'pi4-a', 'pi4-b']);
-  assert.deepEqual(ids(planRollout({ target: { tags: ['floor1'], profiles: ['raspberry-pi-4'] }, devices: FLEET, artifacts: ARTIFACTS })), ['pi4-a']);
-  assert.deepEqual(ids(planRollout({ target: { deviceIds: ['pi4-a', 'pi4-b', 'gw-a'], tags: ['lab'] }, devices: FLEET, artifacts: ARTIFACTS })), ['pi4-a', 'pi4-b']);
-  assert.deepEqual(ids(planRollout({ target: { deviceIds: ['pi4-a', 'pi5-a'], tags: ['lab'], profiles: ['raspberry-pi-5'] }, devices: FLEET, artifacts: ARTIFACTS })), ['pi5-a']);
-  // a device listed twice is still one action
-  assert.deepEqual(ids(planRollout({ target: { deviceIds: ['gw-a', 'gw-a'] }, devices: FLEET, artifacts: ARTIFACTS })), ['gw-a']);
-});
-
-test('unknown or revoked device ids give DEVICE_NOT_FOUND', () => {
-  assert.equal(codeOf(() => planRollout({ target: { deviceIds: ['nope'] }, devices: FLEET, artifacts: ARTIFACTS })), 'DEVICE_NOT_FOUND');
-  assert.equal(codeOf(() => planRollout({ target: { deviceIds: ['pi4-a', 'nope'] }, devices: FLEET, artifacts: ARTIFACTS })), 'DEVICE_NOT_FOUND');
-  assert.equal(codeOf(() => planRollout({ target: { deviceIds: ['pi4-gone'] }, devices: FLEET, artifacts: ARTIFACTS })), 'DEVICE_NOT_FOUND');
-});
-
-test('a target that selects nobody gives ROLLOUT_NO_TARGETS', () => {
-  assert.equal(codeOf(() => planRollout({ target: { tags: ['nobody'] }, devices: FLEET, artifacts: ARTIFACTS })), 'ROLLOUT_NO_TARGETS');
-  assert.equal(codeOf(() => planRollout({ target: { profiles: ['jetson-orin-nano'] }, devices: FLEET, artifacts: ARTIFACTS })), 'ROLLOUT_NO_TARGETS');
-  assert.equal(codeOf(() => planRollout({ target: { deviceIds: ['gw-a'], tags: ['lab'] }, devices: FLEET, artifacts: ARTIFACTS })), 'ROLLOUT_NO_TARGETS');
-  assert.equal(codeOf(() => planRollout({ target: {}, devices: [], artifacts: ARTIFACTS })), 'ROLLOUT_NO_TARGETS');
-  assert.equal(codeOf(() => planRollout({ target: {}, devices: [FLEET[5]!], artifacts: ARTIFACTS })), 'ROLLOUT_NO_TARGETS');
-});
-
-test('a device whose profile has no built artifact is planned failed with NO_ARTIFACT and the reason', () => {
-  const arts = [...ARTIFACTS.filter((a) => a.profile !== 'raspberry-pi-5'), artifact('raspberry-pi-5', 'failed', null, 'onnxruntime could not load the model')];
-  const plan = planRollout({ target: {}, devices: FLEET, artifacts: arts.filter((a) => a.profile !== 'x86-64-gateway') });
-  const by = Object.fromEntries(plan.actions.map((a) => [a.deviceId, a]));
-  // skipped: carries the build's reason
-  assert.equal(by['esp-a']!.state, 'failed');
-  assert.equal(by['esp-a']!.code, 'NO_ARTIFACT');
-  assert.equal(by['esp-a']!.bundleId, null);
-  assert.ok(by['esp-a']!.reason!.includes('profile esp32-s3 takes tflite only'), by['esp-a']!.reason);
-  assert.ok(by['esp-a']!.reason!.includes('skipped'));
-  // failed: carries the build's reason
-  assert.equal(by['pi5-a']!.code, 'NO_ARTIFACT');
-  assert.ok(by['pi5-a']!.reason!.includes('onnxruntime could not load the model'));
-  // no artifact at all for the profile
-  assert.equal(by['gw-a']!.code, 'NO_ARTIFACT');
-  assert.ok(by['gw-a']!.reason!.includes('x86-64-gateway'));
-  // the others still go out
-  assert.equal(by['pi4-a']!.state, 'pending');
-});
-
-test('an artifact marked built but without a bundle id, or still pending, is not deliverable', () => {
-  const plan = planRollout({
-    target: { profiles: ['raspberry-pi-4', 'raspberry-pi-5'] }, devices: FLEET,
-    artifacts: [artifact('raspberry-pi-4', 'built', null), artifact('raspberry-pi-5', 'pending', null)],
-  });
-  for (const a of plan.actions) {
-    assert.equal(a.state, 'failed', a.deviceId);
-    assert.equal(a.code, 'NO_ARTIFACT');
-    assert.equal(a.bundleId, null);
-  }
+  assert.deepEqual(ids({ tags: ['lab'] }), ['pi4-a', 'pi4-b', 'pi5-a']);
+  assert.deepEqual(ids({ tags: ['lab', 'floor1'] }), ['pi4-a', 'pi5-a']);
+  assert.deepEqual(ids({ profiles: ['raspberry-pi-4', 'x86-64-gateway'] }), ['gw-a', 'pi4-a', 'pi4-b']);
+  assert.deepEqual(ids({ tags: ['floor1'], profiles: ['raspberry-pi-4'] }), ['pi4-a']);
+  assert.deepEqual(ids({ deviceIds: ['pi4-a', 'pi4-b', 'gw-a'], tags: ['lab'] }), ['pi4-a', 'pi4-b']);
+  assert.deepEqual(ids({ deviceIds: ['pi4-a', 'pi5-a'], tags: ['lab'], profiles: ['raspberry-pi-5'] }), ['pi5-a']);
+  assert.deepEqual(ids({ tags: ['nobody'] }), []);
+  assert.deepEqual(ids({ profiles: ['jetson-orin-nano'] }), []);
 });
 
 // --- applyStatusReport ---

@@ -249,6 +249,29 @@ test('reverted after commit (a heartbeat shows the previous bundle again): faile
   assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.code]), [[b, 'REVERTED_AFTER_COMMIT']]);
 });
 
+test('the previous bundle back at another rollout\'s request is a replacement, not a revert: a succeeded member stays succeeded, a baking one is cancelled REPLACED', () => {
+  const p = plan();
+  let { snap } = started(p, snapshotOf(p, fleet(10)));
+  const [a, b] = wave(snap, 0) as [string, string];
+  snap = install(snap, a, T0 + SEC);
+  snap = install(snap, b, T0 + SEC);
+  snap = withHeartbeat(snap, heartbeat(a, NB, T0 + 70 * SEC), T0 + 70 * SEC);
+  let r = step(p, snap, T0 + 70 * SEC);
+  assert.equal(memberOf(r.snap, a).phase, 'succeeded');
+  // Another rollout (another stream) sent both devices their old bundle again.
+  snap = withDevice(r.snap, a, { desiredRolloutId: 'rol_other' });
+  snap = withDevice(snap, b, { desiredRolloutId: 'rol_other' });
+  snap = withHeartbeat(snap, heartbeat(a, OB, T0 + 80 * SEC), T0 + 80 * SEC);
+  snap = withHeartbeat(snap, heartbeat(b, OB, T0 + 80 * SEC), T0 + 80 * SEC);
+  r = step(p, snap, T0 + 81 * SEC);
+  assert.equal(memberOf(r.snap, a).phase, 'succeeded', 'a did its part; what runs now is the other rollout\'s doing');
+  assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.outcome, d.code]), [[b, 'cancelled', 'REPLACED']]);
+  // The same heartbeat with this rollout's desired state still the newest is a revert.
+  snap = withDevice(withDevice(snap, a, { desiredRolloutId: snap.rollout.id }), b, { desiredRolloutId: null });
+  r = step(p, snap, T0 + 81 * SEC);
+  assert.deepEqual(ofKind(r.decisions, 'mark-member').map((d) => [d.deviceId, d.code]).sort(), [[a, 'REVERTED_AFTER_COMMIT'], [b, 'REVERTED_AFTER_COMMIT']].sort());
+});
+
 test('lost when it goes silent during bake: settled, not a failure; back and baked, it succeeds', () => {
   const p = plan();
   let { snap } = started(p, snapshotOf(p, fleet(10)));
@@ -801,6 +824,22 @@ test('supersede: a rolled-back rollout holds the devices still to be returned, a
   assert.equal(ref.started, false);
   const ds = supersedeDecisions(rb.snap.members, rb.snap.rollout.status, new Set([a]), 'rol_new');
   assert.deepEqual(ds.map((d) => d.kind === 'mark-rollback' && d.outcome), ['superseded']);
+});
+
+test('a rolled-back rollout lets go of a device once it is back, even if its install was still marked under way', () => {
+  const p = plan({}, [2, 100]);
+  let { snap } = started(p, snapshotOf(p, fleet(4)));
+  const [a, b] = wave(snap, 0) as [string, string];
+  snap = install(snap, a, T0 + SEC); // active, baking: still dispatched
+  const rb = command(p, snap, { kind: 'rollback' }, T0 + 5 * SEC);
+  assert.equal(memberOf(rb.snap, a).phase, 'dispatched');
+  assert.ok(holdsStream(memberOf(rb.snap, a), rb.snap.rollout.status), 'held while the rollback is under way');
+  snap = withReport(rb.snap, statusReport(memberOf(rb.snap, a), OB, 'active', T0 + 7 * SEC), T0 + 7 * SEC);
+  snap = withReport(snap, statusReport(memberOf(snap, b), OB, 'active', T0 + 7 * SEC), T0 + 7 * SEC);
+  const r = step(p, snap, T0 + 8 * SEC);
+  assert.equal(r.snap.rollout.status, 'rolled_back');
+  assert.equal(memberOf(r.snap, a).rollbackState, 'done');
+  assert.equal(holdsStream(memberOf(r.snap, a), r.snap.rollout.status), false, 'back on its previous bundle: free for the next rollout');
 });
 
 // ------------------------------------------------------------------------------ idempotence and restart

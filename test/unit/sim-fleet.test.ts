@@ -182,7 +182,7 @@ async function harness(n: number, options: FleetSettings = {}): Promise<Harness>
   const keys = Array.from({ length: n }, () => generateKeyPair());
   const ids = keys.map((_, i) => `dev_sim_${i + 1}`);
   const byId = new Map(ids.map((id, i) => [id, keys[i]!]));
-  const store = { getDevice: (id: string) => (byId.has(id) ? { id, publicKey: byId.get(id)!.publicKey, revokedAt: null } : undefined) } as unknown as Store;
+  const store = { getDeviceKey: (id: string) => (byId.has(id) ? { publicKey: byId.get(id)!.publicKey, revoked: false } : undefined) } as unknown as Store;
   const broker: Broker = await startBroker({ store, log: createLogger('silent'), host: '127.0.0.1', port: 0, now: () => new Date() });
   cleanups.push(() => dir.remove(), () => broker.close());
   // Devices "enrolled" earlier: the fleet starts from its data dir without the HTTP API.

@@ -1,7 +1,7 @@
 import { appendFile, mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchmarkResult, DesiredState, Precision, SignedRoot } from '@edgepack/protocol';
-import type { ReportedDeployment } from '../device-reports.js';
+import type { ReportedAction } from '../device-reports.js';
 import { writeFileAtomic } from '../durable-file.js';
 import type { Identity } from '../identity.js';
 import type { Logger } from '../logger.js';
@@ -18,9 +18,9 @@ export interface HeldBundle {
   activatedAt: string;
 }
 
-export interface SimDeployment extends ReportedDeployment {
+export interface SimAction extends ReportedAction {
   seq: number;
-  /** Kept while the deployment runs, so a restart can redo it; dropped once it is over. */
+  /** Kept while the action runs, so a restart can redo it; dropped once it is over. */
   desired?: DesiredState;
   /** The fp32-equivalent figures measured in benchmarking, kept until the commit. */
   reference?: LatencyFigures;
@@ -37,10 +37,10 @@ export interface SimDeviceState {
   /** Every bundle it ever had active, newest first (bounded): failures are never injected into these. */
   held: HeldBundle[];
   lastBenchmark: BenchmarkResult | null;
-  deployment: SimDeployment | null;
+  action: SimAction | null;
   queued: DesiredState | null;
-  /** The last few finished deployments other than `deployment`, newest first; re-reported on reconnect like the agent's. */
-  recent: SimDeployment[];
+  /** The last few finished actions other than `action`, newest first; re-reported on reconnect like the agent's. */
+  recent: SimAction[];
 }
 
 export interface StoredDevice {
@@ -53,12 +53,19 @@ export interface StoredDevice {
 export const HELD_LIMIT = 16;
 
 export function emptyDeviceState(): SimDeviceState {
-  return { lastSeq: 0, activeBundleId: null, previousBundleId: null, held: [], lastBenchmark: null, deployment: null, queued: null, recent: [] };
+  return { lastSeq: 0, activeBundleId: null, previousBundleId: null, held: [], lastBenchmark: null, action: null, queued: null, recent: [] };
+}
+
+/** A stored device state; one written before the rename keeps its action under `deployment`. */
+function stateOf(raw: (Partial<SimDeviceState> & { deployment?: SimAction | null }) | undefined): Partial<SimDeviceState> {
+  if (!raw) return {};
+  const { deployment, ...rest } = raw;
+  return 'action' in rest || deployment === undefined ? rest : { ...rest, action: deployment };
 }
 
 interface StateFile {
   version: 1;
-  devices: Record<string, SimDeviceState>;
+  devices: Record<string, SimDeviceState & { deployment?: SimAction | null }>;
 }
 
 /**
@@ -82,7 +89,7 @@ export class FleetStore {
       if (err.code === 'ENOENT') return [] as string[];
       throw err;
     });
-    let states: Record<string, SimDeviceState> = {};
+    let states: StateFile['devices'] = {};
     try {
       const parsed = JSON.parse(await readFile(this.stateFile, 'utf8')) as StateFile;
       if (parsed && typeof parsed === 'object' && parsed.devices && typeof parsed.devices === 'object') states = parsed.devices;
@@ -95,7 +102,7 @@ export class FleetStore {
       try {
         const { index, identity } = JSON.parse(line) as { index: number; identity: Identity };
         if (!Number.isInteger(index) || typeof identity?.deviceId !== 'string' || typeof identity.secretKey !== 'string') throw new Error('not an identity line');
-        byIndex.set(index, { index, identity, state: { ...emptyDeviceState(), ...states[identity.deviceId] } });
+        byIndex.set(index, { index, identity, state: { ...emptyDeviceState(), ...stateOf(states[identity.deviceId]) } });
       } catch (err) {
         this.log.warn({ file: this.identitiesFile, line: n + 1, err: (err as Error).message }, 'identity line skipped');
       }

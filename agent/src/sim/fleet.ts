@@ -55,7 +55,7 @@ export interface FleetStats {
   /** MQTT sessions up right now, and of those, subscribed. */
   connected: number;
   subscribed: number;
-  /** Devices by the state of their deployment (the state they last reported), idle for none. */
+  /** Devices by the state of their action (the state they last reported), idle for none. */
   states: Record<string, number>;
   bytesReceived: number;
   chunks: number;

@@ -11,7 +11,7 @@ import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } 
 import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay, rememberTlsSession } from '../device-session.js';
 import type { Logger } from '../logger.js';
 import { isTerminal, nextPhase, reportedState, type UpdateEvent } from '../update-machine.js';
-import { HELD_LIMIT, type HeldBundle, type SimDeployment, type StoredDevice } from './fleet-store.js';
+import { HELD_LIMIT, type HeldBundle, type SimAction, type StoredDevice } from './fleet-store.js';
 import { baselineFigures, synthesizeBenchmark, unitHash, type LatencyFigures, type SpeedFactors } from './synthetic-benchmark.js';
 
 /** Codes a real agent can only hit before anything is installed: injected there, they end in failed, never rolled_back. */
@@ -72,7 +72,7 @@ export class SimDevice {
   private reconnectTimer?: NodeJS.Timeout;
   private lastHeartbeatMs = 0;
   private tlsSession?: Buffer;
-  /** sha256 → what arrived, for the verifying step of the deployment in progress. */
+  /** sha256 → what arrived, for the verifying step of the action in progress. */
   private digests = new Map<string, { sha256: string; length: number }>();
   connected = false;
   subscribed = false;
@@ -98,23 +98,23 @@ export class SimDevice {
 
   private topic(kind: DeviceTopicKind): string { return deviceTopic(this.id, kind); }
 
-  /** What the fleet summary counts this device as: the reported state of its deployment, or idle. */
+  /** What the fleet summary counts this device as: the reported state of its action, or idle. */
   get reportedState(): string {
-    const d = this.state.deployment;
+    const d = this.state.action;
     if (!d) return 'idle';
     const s = reportedState(d.phase);
     return s === 'rolled_back' && !d.hadPrevious ? 'failed' : s;
   }
 
   start(): void {
-    const d = this.state.deployment;
+    const d = this.state.action;
     if (d && !isTerminal(d.phase) && d.desired) {
       // Nothing of a transfer survives a restart here (no part files): redo it from the start.
-      this.ctx.log.debug({ deviceId: this.id, bundleId: d.bundleId, phase: d.phase }, 'redoing the deployment cut short by the last stop');
-      this.state.deployment = { ...d, phase: 'downloading' };
+      this.ctx.log.debug({ deviceId: this.id, bundleId: d.bundleId, phase: d.phase }, 'redoing the action cut short by the last stop');
+      this.state.action = { ...d, phase: 'downloading' };
       this.kick();
     } else if (d && !isTerminal(d.phase)) {
-      this.state.deployment = null; // from an older state file without the desired state: let redelivery bring it back
+      this.state.action = null; // from an older state file without the desired state: let redelivery bring it back
     } else if (this.state.queued) {
       void this.serially(() => this.startQueued());
     }
@@ -165,7 +165,7 @@ export class SimDevice {
       this.publish(DeviceTopic.presence, presence(true));
       this.heartbeat();
       // The orchestrator may have missed these while we were away; it ignores repeats.
-      const d = this.state.deployment;
+      const d = this.state.action;
       for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
       if (d) this.report(d);
       this.transfer?.ask();
@@ -273,8 +273,8 @@ export class SimDevice {
     });
     if (check.kind === 'refused') return this.ctx.log.warn({ deviceId: this.id, ...check.fields }, check.reason);
     if (check.kind === 'old') {
-      const answer = answerOldDesired(check.desired, { current: this.state.deployment, queued: this.state.queued, recent: this.state.recent });
-      if (answer.kind === 'report') this.report(answer.deployment);
+      const answer = answerOldDesired(check.desired, { current: this.state.action, queued: this.state.queued, recent: this.state.recent });
+      if (answer.kind === 'report') this.report(answer.action);
       else if (answer.kind === 'supersede') this.supersede(check.desired, null);
       return;
     }
@@ -285,7 +285,7 @@ export class SimDevice {
     if (replaced) this.supersede(replaced, desired);
     this.ctx.changed();
     if (!this.running && !this.stopped) return this.startQueued();
-    if (this.state.deployment?.phase === 'downloading') {
+    if (this.state.action?.phase === 'downloading') {
       // As the agent: nothing of this one is installed yet, so the newer one replaces it.
       this.cancel = new StepError('SUPERSEDED', `replaced by rollout ${desired.rolloutId} (seq ${desired.seq}) before it was downloaded`);
       this.transfer?.fail(this.cancel);
@@ -294,7 +294,7 @@ export class SimDevice {
 
   private supersede(old: DesiredState, by: DesiredState | null): void {
     const reason = by ? `replaced by rollout ${by.rolloutId} (seq ${by.seq}) before it started` : `a newer desired state (seq ${this.state.lastSeq}) was already handled`;
-    const d: SimDeployment = {
+    const d: SimAction = {
       rolloutId: old.rolloutId, seq: old.seq, bundleId: old.bundle.manifest.bundleId, phase: 'failed', code: 'SUPERSEDED', reason,
       hadPrevious: false, updatedAt: this.ctx.now().toISOString(),
     };
@@ -303,7 +303,7 @@ export class SimDevice {
     this.ctx.changed();
   }
 
-  private remember(d: SimDeployment): void {
+  private remember(d: SimAction): void {
     const { desired: _, ...kept } = d;
     this.state.recent = [kept, ...this.state.recent.filter((r) => r.rolloutId !== d.rolloutId)].slice(0, RECENT_LIMIT);
   }
@@ -316,11 +316,11 @@ export class SimDevice {
 
   private begin(desired: DesiredState): void {
     const m = desired.bundle.manifest;
-    const d: SimDeployment = {
+    const d: SimAction = {
       rolloutId: desired.rolloutId, seq: desired.seq, bundleId: m.bundleId, phase: 'downloading',
       hadPrevious: this.state.activeBundleId !== null, updatedAt: this.ctx.now().toISOString(), desired,
     };
-    if (this.state.deployment && this.state.deployment.rolloutId !== d.rolloutId) this.remember(this.state.deployment);
+    if (this.state.action && this.state.action.rolloutId !== d.rolloutId) this.remember(this.state.action);
     this.state.queued = null;
     // Refuse a bundle we can never trust before fetching a byte of it.
     try {
@@ -331,19 +331,19 @@ export class SimDevice {
     if (this.state.activeBundleId === m.bundleId) {
       return this.finishEarly({ ...d, ...(this.state.lastBenchmark ? { result: this.state.lastBenchmark } : {}) }, 'done');
     }
-    this.state.deployment = d;
+    this.state.action = d;
     this.ctx.changed();
     this.report(d);
     this.kick();
   }
 
-  private finishEarly(d: SimDeployment, phase: 'failed' | 'done', code?: string, reason?: string): void {
+  private finishEarly(d: SimAction, phase: 'failed' | 'done', code?: string, reason?: string): void {
     const { desired: _, ...rest } = d;
-    const done: SimDeployment = { ...rest, phase, ...(code ? { code } : {}), ...(reason ? { reason } : {}), updatedAt: this.ctx.now().toISOString() };
-    this.state.deployment = done;
+    const done: SimAction = { ...rest, phase, ...(code ? { code } : {}), ...(reason ? { reason } : {}), updatedAt: this.ctx.now().toISOString() };
+    this.state.action = done;
     this.ctx.changed();
     this.report(done);
-    if (code) this.ctx.log.warn({ deviceId: this.id, bundleId: d.bundleId, code }, `deployment refused: ${reason}`);
+    if (code) this.ctx.log.warn({ deviceId: this.id, bundleId: d.bundleId, code }, `action refused: ${reason}`);
   }
 
   private verifyBundle(bundle: SignedManifest): void {
@@ -354,8 +354,8 @@ export class SimDevice {
     if (this.running) return;
     this.cancel = undefined;
     this.running = (async () => {
-      while (this.state.deployment && !isTerminal(this.state.deployment.phase) && !this.stopped) await this.step(this.state.deployment);
-    })().catch((err) => this.ctx.log.error({ deviceId: this.id, err: errorMessage(err) }, 'deployment loop crashed')).finally(() => {
+      while (this.state.action && !isTerminal(this.state.action.phase) && !this.stopped) await this.step(this.state.action);
+    })().catch((err) => this.ctx.log.error({ deviceId: this.id, err: errorMessage(err) }, 'action loop crashed')).finally(() => {
       this.running = undefined;
       this.cancel = undefined;
       this.digests.clear();
@@ -363,10 +363,10 @@ export class SimDevice {
     });
   }
 
-  private transition(d: SimDeployment, event: UpdateEvent, extra: Partial<SimDeployment> = {}): void {
-    const next: SimDeployment = { ...d, ...extra, phase: nextPhase(d.phase, event), updatedAt: this.ctx.now().toISOString() };
+  private transition(d: SimAction, event: UpdateEvent, extra: Partial<SimAction> = {}): void {
+    const next: SimAction = { ...d, ...extra, phase: nextPhase(d.phase, event), updatedAt: this.ctx.now().toISOString() };
     if (isTerminal(next.phase)) { delete next.desired; delete next.reference; }
-    this.state.deployment = next;
+    this.state.action = next;
     this.ctx.changed();
     if (reportsTransition(d.phase, next.phase)) this.report(next);
   }
@@ -378,7 +378,7 @@ export class SimDevice {
     return unitHash(seed, 'fail', this.id, bundleId) < failRate;
   }
 
-  private async step(d: SimDeployment): Promise<void> {
+  private async step(d: SimAction): Promise<void> {
     const desired = d.desired!;
     const m = desired.bundle.manifest;
     const { failCode } = this.ctx.settings;
@@ -459,7 +459,7 @@ export class SimDevice {
     return synthesizeBenchmark({ manifest: m, reference, factor, speed: this.ctx.settings.speed, ...(acceptanceCode ? { inject: acceptanceCode } : {}) });
   }
 
-  private activate(desired: DesiredState, d: SimDeployment): void {
+  private activate(desired: DesiredState, d: SimAction): void {
     const m = desired.bundle.manifest;
     const s = this.state;
     const known = s.held.find((h) => h.bundleId === m.bundleId);
@@ -474,7 +474,7 @@ export class SimDevice {
     s.held = [entry, ...rest.filter((h, i) => i < HELD_LIMIT - 1 || keep.has(h.bundleId))];
   }
 
-  private report(d: SimDeployment): void {
+  private report(d: SimAction): void {
     this.ctx.counters.reports++;
     this.publish(DeviceTopic.status, signStatusReport(statusReport(this.id, d), this.rec.identity.secretKey));
   }

@@ -68,19 +68,29 @@ export function bakeDone(m: RolloutMember, d: RolloutDeviceView | undefined, bak
   return d.lastHeartbeatAt !== null && d.lastHeartbeatAt - from >= bakeSec * 1000;
 }
 
+/** Another rollout's desired state is the device's newest: the device does what that rollout asked. */
+export function takenByOther(m: RolloutMember, d: RolloutDeviceView | undefined): boolean {
+  return !!d && d.desiredRolloutId !== undefined && d.desiredRolloutId !== null && d.desiredRolloutId !== m.rolloutId;
+}
+
 /**
- * After going active, the device shows its previous bundle again, newer than the active report:
- * it reverted after commit (a crash loop, the agent's own rollback, a hand-made revert).
+ * After going active, the device shows its previous bundle again, newer than the active report,
+ * and no other rollout asked for it: it reverted after commit (a crash loop, the agent's own
+ * rollback, a hand-made revert).
  */
 export function revertedAfterCommit(m: RolloutMember, d: RolloutDeviceView | undefined): boolean {
   if (!d || m.activeAt === null || (m.phase !== 'dispatched' && m.phase !== 'succeeded')) return false;
-  return d.activeBundle !== m.bundleId && d.activeBundle === m.previousBundle && d.activeBundleSince !== null && d.activeBundleSince > m.activeAt;
+  return d.activeBundle !== m.bundleId && d.activeBundle === m.previousBundle && d.activeBundleSince !== null && d.activeBundleSince > m.activeAt &&
+    !takenByOther(m, d);
 }
 
-/** After going active, the device runs a bundle that is neither this one nor its previous one: something else replaced it. */
+/**
+ * After going active, the device runs another bundle that something else put there: neither this
+ * one nor its previous one, or its previous one at another rollout's request.
+ */
 export function replacedAfterCommit(m: RolloutMember, d: RolloutDeviceView | undefined): boolean {
   if (!d || m.activeAt === null || m.phase !== 'dispatched') return false;
-  return d.activeBundle !== m.bundleId && d.activeBundle !== m.previousBundle && d.activeBundleSince !== null && d.activeBundleSince > m.activeAt;
+  return d.activeBundle !== m.bundleId && (d.activeBundle !== m.previousBundle || takenByOther(m, d)) && d.activeBundleSince !== null && d.activeBundleSince > m.activeAt;
 }
 
 /** Which category a member is in now. */

@@ -28,6 +28,12 @@ export interface RolloutDeviceView {
   /** An operator holds the device on what it runs: skipped, never dispatched. (No pin exists yet: false.) */
   pinned: boolean;
   revoked: boolean;
+  /**
+   * The rollout whose desired state the device was sent last (null or absent: unknown). When it
+   * is another rollout, what the device runs now is that rollout's doing: a member that sees its
+   * previous bundle come back is replaced, not reverted.
+   */
+  desiredRolloutId?: string | null;
   /** Issue 11 hook: recent live-inference figures per bundle, newest window last. Absent = none known. */
   live?: LiveHealth[];
 }

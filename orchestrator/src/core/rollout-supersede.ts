@@ -20,13 +20,15 @@ export interface OpenMemberRef {
 }
 
 /**
- * Whether a member still holds its device's stream: waiting or dispatched, or touched in a
- * rollout that is rolling back (or rolled back) and not yet returned. This is the predicate of
- * the partial unique index.
+ * Whether a member still holds its device's stream: waiting or dispatched; in a rollout that is
+ * rolling back (or rolled back), touched and not yet returned. This is the predicate of the
+ * partial unique index.
  */
 export function holdsStream(m: RolloutMember, status: RolloutStatus): boolean {
-  if (m.phase === 'waiting' || m.phase === 'dispatched') return true;
-  return (status === 'rolling_back' || status === 'rolled_back') && isTouched(m) && (m.rollbackState === null || m.rollbackState === 'dispatched');
+  // In a rollback only the rollback counts: a touched member's install, even one still marked
+  // dispatched, was overtaken by the return to its previous bundle, which ends the hold once done.
+  if ((status === 'rolling_back' || status === 'rolled_back') && isTouched(m)) return m.rollbackState === null || m.rollbackState === 'dispatched';
+  return m.phase === 'waiting' || m.phase === 'dispatched';
 }
 
 export function openMemberRef(m: RolloutMember, status: RolloutStatus): OpenMemberRef | null {

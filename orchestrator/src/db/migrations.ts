@@ -148,6 +148,116 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
     `,
   },
   {
+    version: 6,
+    name: 'staged rollouts: plan and engine state, waves, members, events, device presence and desired intents',
+    // Times the engine compares are integer milliseconds (records.ts EpochMs), so building a
+    // snapshot of 1,000 members parses no dates. The old one-wave rollouts keep their `actions`
+    // rows and have no plan (plan IS NULL): they stay readable.
+    sql: `
+      ALTER TABLE rollouts ADD COLUMN plan TEXT;
+      ALTER TABLE rollouts ADD COLUMN stream TEXT;
+      ALTER TABLE rollouts ADD COLUMN pause TEXT;
+      ALTER TABLE rollouts ADD COLUMN created_ms INTEGER;
+      ALTER TABLE rollouts ADD COLUMN started_ms INTEGER;
+      ALTER TABLE rollouts ADD COLUMN resumed_ms INTEGER;
+      ALTER TABLE rollouts ADD COLUMN finished_ms INTEGER;
+      ALTER TABLE rollouts ADD COLUMN overrides TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE rollouts ADD COLUMN rollback TEXT;
+      ALTER TABLE rollouts ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
+
+      ALTER TABLE rollout_groups ADD COLUMN name TEXT;
+      ALTER TABLE rollout_groups ADD COLUMN opened_ms INTEGER;
+      ALTER TABLE rollout_groups ADD COLUMN passed_ms INTEGER;
+      ALTER TABLE rollout_groups ADD COLUMN approved_ms INTEGER;
+      ALTER TABLE rollout_groups ADD COLUMN tail INTEGER NOT NULL DEFAULT 0;
+
+      -- One device's part in a staged rollout (hawkBit's Action; records.ts RolloutMember).
+      CREATE TABLE rollout_members (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        stream TEXT NOT NULL,
+        -- 1 while the member holds its device's stream (core/rollout-supersede.ts holdsStream).
+        open INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        wave INTEGER NOT NULL,
+        ord INTEGER NOT NULL,
+        bundle_id TEXT,
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        code TEXT,
+        reason TEXT,
+        joined_ms INTEGER NOT NULL,
+        late INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        dispatched_ms INTEGER,
+        first_dispatched_ms INTEGER,
+        previous_bundle TEXT,
+        baseline_p95_ms REAL,
+        retry_ms INTEGER,
+        withdrawn_ms INTEGER,
+        unreached INTEGER NOT NULL,
+        report_state TEXT,
+        report_code TEXT,
+        report_reason TEXT,
+        report_device_ms INTEGER,
+        started_ms INTEGER,
+        active_ms INTEGER,
+        ended_ms INTEGER,
+        p95_ms REAL,
+        finished_ms INTEGER,
+        rollback_state TEXT,
+        rollback_dispatched_ms INTEGER,
+        rollback_report_ms INTEGER,
+        rollback_code TEXT,
+        -- What the device measured: the newest install report's result, and the rollback's.
+        result TEXT,
+        rollback_result TEXT,
+        PRIMARY KEY (rollout_id, device_id),
+        UNIQUE (rollout_id, ord)
+      );
+      -- One active rollout per device per stream, enforced by the database.
+      CREATE UNIQUE INDEX rollout_members_one_open_per_stream ON rollout_members(device_id, stream) WHERE open = 1;
+      CREATE INDEX rollout_members_by_device ON rollout_members(device_id, bundle_id);
+
+      -- Every command and engine decision, with the figures that caused it.
+      CREATE TABLE rollout_events (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+        seq INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        device_id TEXT,
+        data TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, seq)
+      );
+
+      ALTER TABLE devices ADD COLUMN online_since_ms INTEGER;
+      ALTER TABLE devices ADD COLUMN last_seen_ms INTEGER;
+      ALTER TABLE devices ADD COLUMN active_bundle_since_ms INTEGER;
+      ALTER TABLE devices ADD COLUMN device_clock_ms INTEGER;
+      ALTER TABLE devices ADD COLUMN last_heartbeat_ms INTEGER;
+      ALTER TABLE devices ADD COLUMN benchmark_bundle TEXT;
+      ALTER TABLE devices ADD COLUMN benchmark_p95_ms REAL;
+      ALTER TABLE devices ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+      -- The device's latest desired state: what it should run (written with the decision, before
+      -- any IO) and, once signed, the exact message published, so a restart republishes it unchanged.
+      -- desired_seq stays the counter of seqs handed out; desired_intent_seq is the latest intent's.
+      ALTER TABLE devices ADD COLUMN desired_intent_seq INTEGER;
+      ALTER TABLE devices ADD COLUMN desired_rollout TEXT;
+      ALTER TABLE devices ADD COLUMN desired_bundle TEXT;
+      ALTER TABLE devices ADD COLUMN desired_signed TEXT;
+      ALTER TABLE devices ADD COLUMN desired_signed_seq INTEGER;
+      -- The online key that signed it: after a key rotation it is signed again, with its seq.
+      ALTER TABLE devices ADD COLUMN desired_signed_key TEXT;
+
+      -- The one-wave rollouts' latest desired state per device becomes the device's intent, so a
+      -- restart after the upgrade still republishes it (with the seq the device already saw).
+      UPDATE devices SET (desired_intent_seq, desired_rollout, desired_bundle) = (
+        SELECT a.desired_seq, a.rollout_id, a.bundle_id FROM actions a JOIN rollouts r ON r.id = a.rollout_id
+        WHERE a.device_id = devices.id AND a.desired_seq IS NOT NULL AND a.bundle_id IS NOT NULL
+        ORDER BY r.created_at DESC, r.id DESC LIMIT 1);
+    `,
+  },
+  {
     version: 7,
     name: 'live inference telemetry',
     // Self-contained (it may be renumbered when branches merge). Times are epoch ms INTEGERs:

@@ -1,5 +1,6 @@
 import type { DeviceFacts, DeviceState, Heartbeat, Manifest } from '@edgepack/protocol';
 import type { DeviceRecord, ModelRecord, BuildStatus, ArtifactStatus, ArtifactRecord, BuildOptions, DatasetKind, DatasetRecord, BuildProgress, BuildRecord, BundleRecord, RolloutStatus, RolloutTarget, RolloutRecord, ActionRecord } from '../records.js';
+import type Database from 'better-sqlite3';
 import type { Db } from './database.js';
 
 type Row = Record<string, unknown>;
@@ -51,6 +52,7 @@ function toRollout(r: Row): RolloutRecord {
   return {
     id: r.id as string, buildId: r.build_id as string, status: r.status as RolloutStatus, target: json(r.target, {}),
     createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null,
+    stream: (r.stream as string | null) ?? null, pause: json(r.pause, null), staged: r.plan !== null && r.plan !== undefined,
   };
 }
 
@@ -68,7 +70,18 @@ export interface Page<T> {
 
 /** All SQL lives here; callers deal in records. */
 export class Store {
+  private readonly statements = new Map<string, Database.Statement<unknown[]>>();
   constructor(readonly db: Db) {}
+
+  /**
+   * A prepared statement per SQL text, compiled once: compiling costs more than running most of
+   * these (a reconnect storm looks a device up a thousand times a second).
+   */
+  private stmt(sql: string): Database.Statement<unknown[]> {
+    let s = this.statements.get(sql);
+    if (!s) this.statements.set(sql, (s = this.db.prepare(sql)));
+    return s;
+  }
 
   /**
    * One page of `table` rows matching `where` (SQL fragments with ? placeholders). Reads one row
@@ -78,7 +91,7 @@ export class Store {
     const clauses = [...where];
     if (q.after) clauses.push(['(created_at, id) > (?, ?)', q.after.createdAt, q.after.id]);
     const sql = `SELECT * FROM ${table}${clauses.length ? ` WHERE ${clauses.map((c) => c[0]).join(' AND ')}` : ''} ORDER BY created_at, id LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...clauses.flatMap((c) => c.slice(1)), q.limit + 1) as Row[];
+    const rows = this.stmt(sql).all(...clauses.flatMap((c) => c.slice(1)), q.limit + 1) as Row[];
     const items = rows.slice(0, q.limit).map(map);
     const last = items[items.length - 1];
     return { items, next: rows.length > q.limit && last ? { createdAt: last.createdAt, id: last.id } : null };
@@ -90,28 +103,30 @@ export class Store {
 
   // --- enrollment tokens ---
   insertEnrollmentToken(tokenHash: string, createdAt: string, expiresAt: string): void {
-    this.db.prepare('INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)').run(tokenHash, createdAt, expiresAt);
+    this.stmt('INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)').run(tokenHash, createdAt, expiresAt);
   }
   getEnrollmentToken(tokenHash: string): { expiresAt: string; usedAt: string | null } | undefined {
-    const r = this.db.prepare('SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    const r = this.stmt('SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
     return r && { expiresAt: r.expires_at as string, usedAt: (r.used_at as string | null) ?? null };
   }
   /** Marks a token used; returns false if someone else used it first (single use under races). */
   consumeEnrollmentToken(tokenHash: string, deviceId: string, at: string): boolean {
-    return this.db.prepare('UPDATE enrollment_tokens SET used_at = ?, device_id = ? WHERE token_hash = ? AND used_at IS NULL').run(at, deviceId, tokenHash).changes === 1;
+    return this.stmt('UPDATE enrollment_tokens SET used_at = ?, device_id = ? WHERE token_hash = ? AND used_at IS NULL').run(at, deviceId, tokenHash).changes === 1;
   }
 
   // --- devices ---
   insertDevice(d: Omit<DeviceRecord, 'status' | 'activeBundle' | 'lastSeen' | 'lastHeartbeat' | 'desiredSeq' | 'revokedAt'>): void {
-    this.db.prepare('INSERT INTO devices (id, name, profile, public_key, tags, facts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO devices (id, name, profile, public_key, tags, facts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(d.id, d.name, d.profile, d.publicKey, JSON.stringify(d.tags), JSON.stringify(d.facts), d.createdAt);
   }
   getDevice(id: string): DeviceRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
     return r && toDevice(r);
   }
-  listDevices(): DeviceRecord[] {
-    return (this.db.prepare('SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY created_at, id').all() as Row[]).map(toDevice);
+  /** What an MQTT CONNECT needs to check a credential, without parsing the rest of the row. */
+  getDeviceKey(id: string): { publicKey: string; revoked: boolean } | undefined {
+    const r = this.stmt('SELECT public_key, revoked_at FROM devices WHERE id = ?').get(id) as Row | undefined;
+    return r && { publicKey: r.public_key as string, revoked: r.revoked_at !== null };
   }
   /** Enrolled (unrevoked) devices; `tag` matches one element of the tags array. */
   pageDevices(filter: { profile?: string; tag?: string; status?: 'online' | 'offline' }, q: PageQuery): Page<DeviceRecord> {
@@ -122,63 +137,53 @@ export class Store {
     return this.page('devices', where, q, toDevice);
   }
   setDeviceTags(id: string, tags: string[]): void {
-    this.db.prepare('UPDATE devices SET tags = ? WHERE id = ?').run(JSON.stringify(tags), id);
+    this.stmt('UPDATE devices SET tags = ? WHERE id = ?').run(JSON.stringify(tags), id);
   }
   setDeviceName(id: string, name: string): void {
-    this.db.prepare('UPDATE devices SET name = ? WHERE id = ?').run(name, id);
+    this.stmt('UPDATE devices SET name = ? WHERE id = ?').run(name, id);
   }
   revokeDevice(id: string, at: string): void {
-    this.db.prepare("UPDATE devices SET revoked_at = ?, status = 'offline' WHERE id = ?").run(at, id);
+    this.stmt("UPDATE devices SET revoked_at = ?, status = 'offline' WHERE id = ?").run(at, id);
   }
   markSeen(id: string, at: string): void {
-    this.db.prepare("UPDATE devices SET status = 'online', last_seen = ? WHERE id = ?").run(at, id);
-  }
-  markOffline(id: string): void {
-    this.db.prepare("UPDATE devices SET status = 'offline' WHERE id = ?").run(id);
+    this.stmt("UPDATE devices SET status = 'online', last_seen = ? WHERE id = ?").run(at, id);
   }
   recordHeartbeat(id: string, hb: Heartbeat, at: string): void {
-    this.db.prepare("UPDATE devices SET status = 'online', last_seen = ?, last_heartbeat = ?, active_bundle = ? WHERE id = ?")
+    this.stmt("UPDATE devices SET status = 'online', last_seen = ?, last_heartbeat = ?, active_bundle = ? WHERE id = ?")
       .run(at, JSON.stringify(hb), hb.activeBundle, id);
   }
+  /** The heartbeat as the device API shows it; the engine's fields are written by RolloutStore.patchDevice. */
+  setLastHeartbeat(id: string, hb: Heartbeat): void {
+    this.stmt('UPDATE devices SET last_heartbeat = ? WHERE id = ?').run(JSON.stringify(hb), id);
+  }
   setActiveBundle(id: string, bundleId: string | null): void {
-    this.db.prepare('UPDATE devices SET active_bundle = ? WHERE id = ?').run(bundleId, id);
+    this.stmt('UPDATE devices SET active_bundle = ? WHERE id = ?').run(bundleId, id);
   }
   /** Devices online but not heard from since `cutoff`; returns their ids after marking them offline. */
   markStaleOffline(cutoff: string): string[] {
     return this.transaction(() => {
-      const ids = (this.db.prepare("SELECT id FROM devices WHERE status = 'online' AND (last_seen IS NULL OR last_seen < ?)").all(cutoff) as Row[]).map((r) => r.id as string);
-      const stmt = this.db.prepare("UPDATE devices SET status = 'offline' WHERE id = ?");
+      const ids = (this.stmt("SELECT id FROM devices WHERE status = 'online' AND (last_seen IS NULL OR last_seen < ?)").all(cutoff) as Row[]).map((r) => r.id as string);
+      const stmt = this.stmt("UPDATE devices SET status = 'offline' WHERE id = ?");
       for (const id of ids) stmt.run(id);
       return ids;
     });
   }
-  setActionSeq(rolloutId: string, deviceId: string, seq: number): void {
-    this.db.prepare('UPDATE actions SET desired_seq = ? WHERE rollout_id = ? AND device_id = ?').run(seq, rolloutId, deviceId);
-  }
-  getActionSeq(rolloutId: string, deviceId: string): number | null {
-    const r = this.db.prepare('SELECT desired_seq FROM actions WHERE rollout_id = ? AND device_id = ?').get(rolloutId, deviceId) as Row | undefined;
-    return (r?.desired_seq as number | null | undefined) ?? null;
-  }
-  nextDesiredSeq(id: string): number {
-    this.db.prepare('UPDATE devices SET desired_seq = desired_seq + 1 WHERE id = ?').run(id);
-    return (this.db.prepare('SELECT desired_seq FROM devices WHERE id = ?').get(id) as Row).desired_seq as number;
-  }
 
   // --- models ---
   insertModel(m: ModelRecord): void {
-    this.db.prepare('INSERT INTO models (id, name, version, sha256, size_bytes, format, opset, inputs, outputs, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO models (id, name, version, sha256, size_bytes, format, opset, inputs, outputs, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
       .run(m.id, m.name, m.version, m.sha256, m.sizeBytes, m.format, m.opset, JSON.stringify(m.inputs), JSON.stringify(m.outputs), JSON.stringify(m.details), m.createdAt);
   }
   getModel(id: string): ModelRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM models WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM models WHERE id = ?').get(id) as Row | undefined;
     return r && toModel(r);
   }
   findModel(name: string, version: string): ModelRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM models WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+    const r = this.stmt('SELECT * FROM models WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
     return r && toModel(r);
   }
   listModels(): ModelRecord[] {
-    return (this.db.prepare('SELECT * FROM models ORDER BY created_at, id').all() as Row[]).map(toModel);
+    return (this.stmt('SELECT * FROM models ORDER BY created_at, id').all() as Row[]).map(toModel);
   }
   pageModels(filter: { name?: string }, q: PageQuery): Page<ModelRecord> {
     return this.page('models', filter.name !== undefined ? [['name = ?', filter.name]] : [], q, toModel);
@@ -187,25 +192,25 @@ export class Store {
   // --- builds and artifacts ---
   insertBuild(b: { id: string; modelId: string; profiles: string[]; options: BuildOptions; createdAt: string }): void {
     this.transaction(() => {
-      this.db.prepare("INSERT INTO builds (id, model_id, status, profiles, options, created_at) VALUES (?, ?, 'queued', ?, ?, ?)")
+      this.stmt("INSERT INTO builds (id, model_id, status, profiles, options, created_at) VALUES (?, ?, 'queued', ?, ?, ?)")
         .run(b.id, b.modelId, JSON.stringify(b.profiles), JSON.stringify(b.options), b.createdAt);
-      const stmt = this.db.prepare("INSERT INTO artifacts (build_id, profile, status) VALUES (?, ?, 'pending')");
+      const stmt = this.stmt("INSERT INTO artifacts (build_id, profile, status) VALUES (?, ?, 'pending')");
       for (const p of b.profiles) stmt.run(b.id, p);
     });
   }
   setBuildStatus(id: string, status: BuildStatus, error: string | null = null, finishedAt: string | null = null): void {
-    this.db.prepare('UPDATE builds SET status = ?, error = ?, finished_at = ? WHERE id = ?').run(status, error, finishedAt, id);
+    this.stmt('UPDATE builds SET status = ?, error = ?, finished_at = ? WHERE id = ?').run(status, error, finishedAt, id);
   }
   updateArtifact(buildId: string, a: ArtifactRecord): void {
-    this.db.prepare('UPDATE artifacts SET status = ?, format = ?, precision = ?, bundle_id = ?, size_bytes = ?, reason = ?, details = ? WHERE build_id = ? AND profile = ?')
+    this.stmt('UPDATE artifacts SET status = ?, format = ?, precision = ?, bundle_id = ?, size_bytes = ?, reason = ?, details = ? WHERE build_id = ? AND profile = ?')
       .run(a.status, a.format, a.precision, a.bundleId, a.sizeBytes, a.reason, JSON.stringify(a.details), buildId, a.profile);
   }
   getBuild(id: string): BuildRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM builds WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM builds WHERE id = ?').get(id) as Row | undefined;
     return r && this.toBuild(r);
   }
   private toBuild(r: Row): BuildRecord {
-    const artifacts = (this.db.prepare('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(r.id) as Row[]).map(toArtifact);
+    const artifacts = (this.stmt('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(r.id) as Row[]).map(toArtifact);
     return {
       id: r.id as string, modelId: r.model_id as string, options: json(r.options, {}), status: r.status as BuildStatus, profiles: json(r.profiles, []),
       error: (r.error as string | null) ?? null, progress: json(r.progress, null), createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
@@ -218,12 +223,12 @@ export class Store {
     return this.page('builds', where, q, (r) => this.toBuild(r));
   }
   setBuildProgress(id: string, progress: BuildProgress): void {
-    this.db.prepare('UPDATE builds SET progress = ? WHERE id = ?').run(JSON.stringify(progress), id);
+    this.stmt('UPDATE builds SET progress = ? WHERE id = ?').run(JSON.stringify(progress), id);
   }
 
   // --- datasets ---
   insertDataset(d: DatasetRecord): void {
-    this.db.prepare('INSERT INTO datasets (id, model_id, kind, sha256, size_bytes, dtype, shape, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO datasets (id, model_id, kind, sha256, size_bytes, dtype, shape, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
       .run(d.id, d.modelId, d.kind, d.sha256, d.sizeBytes, d.dtype, JSON.stringify(d.shape), d.createdAt);
   }
   private toDataset(r: Row): DatasetRecord {
@@ -233,11 +238,11 @@ export class Store {
     };
   }
   getDataset(id: string): DatasetRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM datasets WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM datasets WHERE id = ?').get(id) as Row | undefined;
     return r && this.toDataset(r);
   }
   listDatasets(modelId: string): DatasetRecord[] {
-    return (this.db.prepare('SELECT * FROM datasets WHERE model_id = ? ORDER BY created_at, id').all(modelId) as Row[]).map((r) => this.toDataset(r));
+    return (this.stmt('SELECT * FROM datasets WHERE model_id = ? ORDER BY created_at, id').all(modelId) as Row[]).map((r) => this.toDataset(r));
   }
   pageDatasets(modelId: string, filter: { kind?: DatasetKind }, q: PageQuery): Page<DatasetRecord> {
     const where: [string, ...unknown[]][] = [['model_id = ?', modelId]];
@@ -245,22 +250,22 @@ export class Store {
     return this.page('datasets', where, q, (r) => this.toDataset(r));
   }
   latestDataset(modelId: string, kind: DatasetKind): DatasetRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM datasets WHERE model_id = ? AND kind = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(modelId, kind) as Row | undefined;
+    const r = this.stmt('SELECT * FROM datasets WHERE model_id = ? AND kind = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(modelId, kind) as Row | undefined;
     return r && this.toDataset(r);
   }
 
   /** Builds left queued or running by a process that died; they are failed on start-up. */
   listUnfinishedBuildIds(): string[] {
-    return (this.db.prepare("SELECT id FROM builds WHERE status IN ('queued', 'running')").all() as Row[]).map((r) => r.id as string);
+    return (this.stmt("SELECT id FROM builds WHERE status IN ('queued', 'running')").all() as Row[]).map((r) => r.id as string);
   }
 
   // --- bundles ---
   insertBundle(b: BundleRecord): void {
-    this.db.prepare('INSERT INTO bundles (id, build_id, profile, manifest, signature, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO bundles (id, build_id, profile, manifest, signature, created_at) VALUES (?, ?, ?, ?, ?, ?)')
       .run(b.id, b.buildId, b.profile, JSON.stringify(b.manifest), b.signature, b.createdAt);
   }
   getBundle(id: string): BundleRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM bundles WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM bundles WHERE id = ?').get(id) as Row | undefined;
     return r && {
       id: r.id as string, buildId: r.build_id as string, profile: r.profile as string,
       manifest: JSON.parse(r.manifest as string) as Manifest, signature: r.signature as string, createdAt: r.created_at as string,
@@ -268,16 +273,17 @@ export class Store {
   }
 
   // --- rollouts, groups, actions ---
-  insertRollout(r: RolloutRecord, actions: ActionRecord[], groupPositions: number[]): void {
+  /** A one-wave rollout as made before waves (kept for tests of legacy reads). */
+  insertRollout(r: Omit<RolloutRecord, 'stream' | 'pause' | 'staged'>, actions: ActionRecord[], groupPositions: number[]): void {
     this.transaction(() => {
-      this.db.prepare('INSERT INTO rollouts (id, build_id, status, target, created_at) VALUES (?, ?, ?, ?, ?)').run(r.id, r.buildId, r.status, JSON.stringify(r.target), r.createdAt);
-      const g = this.db.prepare("INSERT INTO rollout_groups (rollout_id, position, status) VALUES (?, ?, 'running')");
+      this.stmt('INSERT INTO rollouts (id, build_id, status, target, created_at) VALUES (?, ?, ?, ?, ?)').run(r.id, r.buildId, r.status, JSON.stringify(r.target), r.createdAt);
+      const g = this.stmt("INSERT INTO rollout_groups (rollout_id, position, status) VALUES (?, ?, 'running')");
       for (const p of groupPositions) g.run(r.id, p);
       for (const a of actions) this.upsertAction(a);
     });
   }
   getRollout(id: string): RolloutRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM rollouts WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM rollouts WHERE id = ?').get(id) as Row | undefined;
     return r && toRollout(r);
   }
   pageRollouts(filter: { buildId?: string; status?: RolloutStatus }, q: PageQuery): Page<RolloutRecord> {
@@ -287,20 +293,20 @@ export class Store {
     return this.page('rollouts', where, q, toRollout);
   }
   listRollouts(): RolloutRecord[] {
-    return (this.db.prepare('SELECT id FROM rollouts ORDER BY created_at, id').all() as Row[]).map((r) => this.getRollout(r.id as string)!);
+    return (this.stmt('SELECT id FROM rollouts ORDER BY created_at, id').all() as Row[]).map((r) => this.getRollout(r.id as string)!);
   }
   setRolloutStatus(id: string, status: RolloutStatus, finishedAt: string | null): void {
-    this.db.prepare('UPDATE rollouts SET status = ?, finished_at = ? WHERE id = ?').run(status, finishedAt, id);
+    this.stmt('UPDATE rollouts SET status = ?, finished_at = ? WHERE id = ?').run(status, finishedAt, id);
   }
   listActions(rolloutId: string): ActionRecord[] {
-    return (this.db.prepare('SELECT * FROM actions WHERE rollout_id = ? ORDER BY group_position, device_id').all(rolloutId) as Row[]).map(toAction);
+    return (this.stmt('SELECT * FROM actions WHERE rollout_id = ? ORDER BY group_position, device_id').all(rolloutId) as Row[]).map(toAction);
   }
   getAction(rolloutId: string, deviceId: string): ActionRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM actions WHERE rollout_id = ? AND device_id = ?').get(rolloutId, deviceId) as Row | undefined;
+    const r = this.stmt('SELECT * FROM actions WHERE rollout_id = ? AND device_id = ?').get(rolloutId, deviceId) as Row | undefined;
     return r && toAction(r);
   }
   upsertAction(a: ActionRecord): void {
-    this.db.prepare(`INSERT INTO actions (rollout_id, device_id, group_position, bundle_id, state, code, reason, result, updated_at)
+    this.stmt(`INSERT INTO actions (rollout_id, device_id, group_position, bundle_id, state, code, reason, result, updated_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT (rollout_id, device_id) DO UPDATE SET bundle_id = excluded.bundle_id, state = excluded.state, code = excluded.code,
         reason = excluded.reason, result = excluded.result, updated_at = excluded.updated_at`)
@@ -308,7 +314,7 @@ export class Store {
   }
   /** Actions of this device still under way, in any rollout. */
   openActionsForDevice(deviceId: string): ActionRecord[] {
-    return (this.db.prepare("SELECT * FROM actions WHERE device_id = ? AND state NOT IN ('active', 'failed', 'rolled_back')").all(deviceId) as Row[]).map(toAction);
+    return (this.stmt("SELECT * FROM actions WHERE device_id = ? AND state NOT IN ('active', 'failed', 'rolled_back')").all(deviceId) as Row[]).map(toAction);
   }
 
   /**
@@ -316,12 +322,8 @@ export class Store {
    * is decided by this record of ours, never by what a device reports about itself.
    */
   isBundleAssigned(deviceId: string, bundleId: string): boolean {
-    return !!this.db.prepare('SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1').get(deviceId, bundleId);
-  }
-
-  /** The device's newest action that is not finished; superseded by any later rollout to it. */
-  latestActionForDevice(deviceId: string): ActionRecord | undefined {
-    const r = this.db.prepare('SELECT a.* FROM actions a JOIN rollouts r ON r.id = a.rollout_id WHERE a.device_id = ? ORDER BY r.created_at DESC, r.id DESC LIMIT 1').get(deviceId) as Row | undefined;
-    return r && toAction(r);
+    return !!this.stmt(`SELECT 1 FROM rollout_members WHERE device_id = ? AND ((bundle_id = ? AND first_dispatched_ms IS NOT NULL)
+        OR (previous_bundle = ? AND rollback_dispatched_ms IS NOT NULL))
+      UNION ALL SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1`).get(deviceId, bundleId, bundleId, deviceId, bundleId);
   }
 }

@@ -7,7 +7,8 @@ import type { ServerConfig } from '../config.js';
 import type { Store } from '../db/store.js';
 import type { LimitOverrides, Limits } from '../limits.js';
 import type { Logger } from '../logger.js';
-import type { RolloutService } from '../rollout-service.js';
+import type { DeviceService } from '../services/devices.js';
+import type { RolloutService } from '../services/rollouts.js';
 import type { HealthService } from '../telemetry/health-service.js';
 
 /**
@@ -22,18 +23,11 @@ export interface AppDeps {
   /** The secret of <data-dir>/admin-token: registered as an admin row of the token table. */
   adminToken: string;
   signingPublicKey: string;
-  /** The root a device pins at enrollment (trust-chain.ts); absent in tests that do not enroll through the chain. */
-  trustedRoot?: () => unknown;
   mqttPort: () => number;
-  /**
-   * TLS facts enrollment hands out (server.ts): the CA devices pin, and the plain MQTT port for
-   * devices enrolling over plain HTTP (--allow-plaintext; null without it). Absent in tests that
-   * build the app without TLS: enrollment then answers plain `mqtt` on `mqttPort`.
-   */
-  tls?: { caCertificate: () => string; caFingerprint: () => string; plainMqttPort: () => number | null };
+  /** Use cases the routes call (services/); a route handler only translates HTTP. */
   rollouts: RolloutService;
+  devices: DeviceService;
   builds: BuildQueue;
-  onDeviceRevoked: (deviceId: string) => Promise<void>;
   /** Live inference health (GET /v1/devices/:id/health, /v1/fleet/health). */
   health: HealthService;
   /** The Prometheus exposition (GET /metrics). */

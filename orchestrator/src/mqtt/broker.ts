@@ -48,6 +48,13 @@ export interface BrokerListen {
 /** How long a TLS session ticket may be resumed (RFC 8446 §4.6.1 allows up to 7 days). */
 const TLS_TICKET_LIFETIME_SEC = 86_400;
 
+/**
+ * Messages Aedes has in delivery at once, across all clients (default 100). Each chunk frame
+ * holds a slot until it is handed to its device's connection: with 100, a fleet downloading at
+ * once would queue behind itself.
+ */
+const MAX_MESSAGES_IN_DELIVERY = 5000;
+
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
@@ -62,7 +69,8 @@ function remoteOf(client: Client): string {
  * The embedded Aedes broker. Each hook handles one packet kind; the rules themselves are pure
  * functions in core/mqtt-acl.ts, the limits are in limits.ts.
  */
-export async function startBroker(opts: { store: Store; log: Logger; now: () => Date; limits?: Partial<MqttLimits> } & BrokerListen): Promise<Broker> {
+/** The broker reads only a device's key and revocation (Store.getDeviceKey). */
+export async function startBroker(opts: { store: Pick<Store, 'getDeviceKey'>; log: Logger; now: () => Date; limits?: Partial<MqttLimits> } & BrokerListen): Promise<Broker> {
   const { store, log, now } = opts;
   const limits = resolveLimits({ mqtt: opts.limits ?? {} }).mqtt;
   const expiry = new SessionExpiry({ maxAgeMs: opts.sessionMaxAgeMs ?? 0, now, log });
@@ -73,6 +81,8 @@ export async function startBroker(opts: { store: Store; log: Logger; now: () => 
   const decoy = generateKeyPair().publicKey;
 
   const aedes = await Aedes.createBroker({
+    // Messages in delivery at once (MAX_MESSAGES_IN_DELIVERY).
+    concurrency: MAX_MESSAGES_IN_DELIVERY,
     // §3.1.4: a connection that sends no CONNECT in time is closed.
     connectTimeout: limits.connectTimeoutMs,
     maxTopicLevels: limits.maxTopicLevels,
@@ -115,14 +125,14 @@ export async function startBroker(opts: { store: Store; log: Logger; now: () => 
       }
       let device;
       try {
-        device = isValidDeviceId(deviceId) ? store.getDevice(deviceId) : undefined;
+        device = isValidDeviceId(deviceId) ? store.getDeviceKey(deviceId) : undefined;
       } catch (err) {
         log.error({ deviceId, err }, 'mqtt connect: device lookup failed');
         return done(authError('server unavailable', UNAVAILABLE), false);
       }
       const check = checkDeviceCredential(deviceId, password?.toString('utf8') ?? '', device?.publicKey ?? decoy, now(), 'mqtt');
       if (!device) return refuse('unknown device', 'unknown-device');
-      if (device.revokedAt) return refuse('revoked device', 'revoked-device');
+      if (device.revoked) return refuse('revoked device', 'revoked-device');
       if (!check.ok) return refuse(check.reason, 'bad-credential');
       if (client.id !== deviceId) return refuse('client id is not the device id', 'client-id-mismatch');
       failures.succeed(`dev:${deviceId}`);

@@ -3,6 +3,7 @@ import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
 import type { MqttLimits } from '../limits.js';
 import type { Logger } from '../logger.js';
+import type { ChunkFrameCache } from './chunk-frame-cache.js';
 import { GuardedConnection } from './packet-size-guard.js';
 
 interface Wanted {
@@ -43,6 +44,8 @@ export class ChunkSender {
 
   constructor(private readonly deps: {
     aedes: Aedes; blobs: BlobStore; log: Logger; now: () => Date; limits: MqttLimits;
+    /** Frames are read and encoded once for every device that asks (chunk-frame-cache.ts). */
+    frames: ChunkFrameCache;
     /** A chunk could not be read (a missing blob, say): the device's queue is dropped and the gateway tells it. */
     onError: (deviceId: string, bundleId: string, err: unknown) => void;
   }) {
@@ -155,11 +158,14 @@ export class ChunkSender {
         const w = q.pending.shift()!;
         current = w;
         q.keys.delete(`${w.bundleId}/${w.sha256}/${w.index}`);
-        const bytes = await blobs.readRange(w.sha256, w.index * CHUNK_SIZE, Math.min(CHUNK_SIZE, w.fileLength - w.index * CHUNK_SIZE));
+        const frame = await this.deps.frames.get(`${w.bundleId}/${w.sha256}/${w.index}`, async () => {
+          const bytes = await blobs.readRange(w.sha256, w.index * CHUNK_SIZE, Math.min(CHUNK_SIZE, w.fileLength - w.index * CHUNK_SIZE));
+          return encodeChunkFrame({ bundleId: w.bundleId, sha256: w.sha256, index: w.index, fileLength: w.fileLength, bytes });
+        });
         if (acked) q.unacked++;
         this.progress(q);
         await new Promise<void>((resolve) => {
-          aedes.publish({ cmd: 'publish', topic, payload: encodeChunkFrame({ bundleId: w.bundleId, sha256: w.sha256, index: w.index, fileLength: w.fileLength, bytes }), qos: 1, retain: false, dup: false }, () => resolve());
+          aedes.publish({ cmd: 'publish', topic, payload: frame, qos: 1, retain: false, dup: false }, () => resolve());
         });
       }
     } catch (err) {

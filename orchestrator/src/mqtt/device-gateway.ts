@@ -1,6 +1,6 @@
 import {
   CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
-  catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, type DesiredState, type ErrorCode, type Notice,
+  catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, type ErrorCode, type Heartbeat, type Notice, type StatusReport,
 } from '@edgepack/protocol';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
@@ -8,12 +8,21 @@ import type { Store } from '../db/store.js';
 import { resolveLimits, type MqttLimits } from '../limits.js';
 import { LogDigest } from '../log-digest.js';
 import type { Logger } from '../logger.js';
-import type { DesiredPublisher, RolloutService } from '../rollout-service.js';
+import type { DesiredPublisher } from '../services/desired-states.js';
+import { ChunkFrameCache } from './chunk-frame-cache.js';
 import { ChunkSender } from './chunk-sender.js';
 
 /** Where telemetry batches go (telemetry/ingest.ts TelemetryIngest): it validates, commits, acks and answers refusals itself. */
 export interface TelemetrySink {
   receive(deviceId: string, payload: Buffer): void;
+}
+
+/** What the gateway hands on of what devices say (services/rollouts.ts RolloutService). */
+export interface DeviceEvents {
+  /** Returns why the report was refused, if it was. */
+  onStatus(deviceId: string, report: StatusReport): string | null;
+  onHeartbeat(deviceId: string, hb: Heartbeat): void;
+  onPresence(deviceId: string, online: boolean): void;
 }
 
 /**
@@ -26,7 +35,9 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly heartbeat = new Validator('heartbeat', HeartbeatSchema);
   private readonly chunkRequest = new Validator('chunk request', ChunkRequestSchema);
   private readonly presence = new Validator('presence', PresenceSchema);
-  rollouts?: RolloutService;
+  events?: DeviceEvents;
+  /** Encoded chunk frames, shared by every device's queue: a wave reads and hashes each frame once. */
+  readonly frames = new ChunkFrameCache();
   telemetry?: TelemetrySink;
   private readonly chunks: ChunkSender;
   private readonly digest: LogDigest;
@@ -37,7 +48,7 @@ export class DeviceGateway implements DesiredPublisher {
     const limits = deps.limits ?? resolveLimits().mqtt;
     this.digest = new LogDigest(deps.log, limits.logDigestMs);
     this.chunks = new ChunkSender({
-      aedes: deps.aedes, blobs: deps.blobs, log: deps.log, now: deps.now, limits,
+      aedes: deps.aedes, blobs: deps.blobs, log: deps.log, now: deps.now, limits, frames: this.frames,
       onError: (deviceId, bundleId, err) => {
         deps.log.error({ deviceId, bundleId, err }, 'serving chunks failed');
         // The notice carries our code and our words only: never a path or a library's message.
@@ -50,10 +61,13 @@ export class DeviceGateway implements DesiredPublisher {
       if (client) void this.onDevicePublish(client, packet);
     });
     // A clean DISCONNECT sends no will (MQTT 3.1.1 §3.14.4), so mark the device offline here too.
-    deps.aedes.on('clientDisconnect', (client) => this.guard('clientDisconnect', () => this.markOffline(client.id)));
-    deps.aedes.on('clientReady', (client) => this.guard('clientReady', () => {
-      if (deps.store.getDevice(client.id)) deps.store.markSeen(client.id, deps.now().toISOString());
+    deps.aedes.on('clientDisconnect', (client) => this.guard('clientDisconnect', () => {
+      // A session taken over by a newer connection of the same device (§3.1.4) is not the device going away.
+      const current = (deps.aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
+      if (current && current !== client) return;
+      this.events?.onPresence(client.id, false);
     }));
+    deps.aedes.on('clientReady', (client) => this.guard('clientReady', () => this.events?.onPresence(client.id, true)));
   }
 
   /** Broker events run outside any request: a failure here (a full disk, say) is logged, never thrown into Aedes. */
@@ -74,8 +88,9 @@ export class DeviceGateway implements DesiredPublisher {
     });
   }
 
-  publishDesired(deviceId: string, desired: DesiredState): Promise<void> {
-    return this.publish(deviceTopic(deviceId, DeviceTopic.desired), JSON.stringify(desired), true);
+  /** `desired` is the signed message as text: published byte for byte (a republish after a restart is the same message). */
+  publishDesired(deviceId: string, desired: string): Promise<void> {
+    return this.publish(deviceTopic(deviceId, DeviceTopic.desired), desired, true);
   }
 
   /** An empty retained payload deletes the retained message (MQTT 3.1.1 §3.3.1.3). */
@@ -89,12 +104,8 @@ export class DeviceGateway implements DesiredPublisher {
     this.publish(deviceTopic(deviceId, DeviceTopic.notice), JSON.stringify(n), false).catch(() => undefined);
   }
 
-  private markOffline(deviceId: string): void {
-    if (this.deps.store.getDevice(deviceId)) this.deps.store.markOffline(deviceId);
-  }
-
   private async onDevicePublish(client: Client, packet: AedesPublishPacket): Promise<void> {
-    const { log, store, now } = this.deps;
+    const { log } = this.deps;
     const t = parseDeviceTopic(packet.topic);
     if (!t || t.deviceId !== client.id) return; // the authorizer already refused these
     const payload = packet.payload as Buffer;
@@ -103,26 +114,23 @@ export class DeviceGateway implements DesiredPublisher {
         case DeviceTopic.status: {
           const r = this.status.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
-          // ---- tls branch (issue 12, finding 3): a report counts only if the device's own key signed it.
-          const signer = store.getDevice(client.id)?.publicKey;
+          // A report counts only if the device's own key signed it (security issue, finding 3).
+          const signer = this.deps.store.getDeviceKey(client.id)?.publicKey;
           if (!signer || !verifyStatusReport(r.value, signer)) return this.refuse(client.id, 'STATUS_SIGNATURE_INVALID', r.value.signature ? 'status report signature does not verify with this device\'s enrolled key' : 'status report is not signed by the device', packet.topic);
-          // ----
-          const why = this.rollouts?.onStatus(client.id, r.value);
+          const why = this.events?.onStatus(client.id, r.value);
           if (why) this.notice(client.id, 'STATUS_REFUSED', why, packet.topic);
-          store.markSeen(client.id, now().toISOString());
           return;
         }
         case DeviceTopic.heartbeat: {
           const r = this.heartbeat.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
-          store.recordHeartbeat(client.id, r.value, now().toISOString());
+          this.events?.onHeartbeat(client.id, r.value);
           return;
         }
         case DeviceTopic.presence: {
           const r = this.presence.parse(payload);
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
-          if (r.value.online) store.markSeen(client.id, now().toISOString());
-          else store.markOffline(client.id);
+          this.events?.onPresence(client.id, r.value.online);
           return;
         }
         case DeviceTopic.chunkRequest: {

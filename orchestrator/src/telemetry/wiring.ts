@@ -3,6 +3,7 @@ import type { Db } from '../db/database.js';
 import type { Logger } from '../logger.js';
 import { HealthService } from './health-service.js';
 import { TelemetryIngest, brokerReplies, type TelemetryIngestOptions } from './ingest.js';
+import { LiveHealthSource } from './live-health.js';
 import { createMetrics, type OrchestratorMetrics } from './metrics.js';
 import { TelemetryJobs, type TelemetryRetention } from './rollups.js';
 import { TelemetryStore } from './telemetry-store.js';
@@ -12,6 +13,8 @@ export interface Telemetry {
   metrics: OrchestratorMetrics;
   health: HealthService;
   jobs: TelemetryJobs;
+  /** Each rollout member's live figures, for rollout gates with `gate.live`. */
+  live: LiveHealthSource;
   /** The ingest, once connected to the broker. */
   ingest?: TelemetryIngest;
   /** Starts ingesting: acks and notices go out through `aedes`. */
@@ -36,6 +39,7 @@ export function createTelemetry(deps: {
     metrics,
     health: new HealthService({ telemetry: store, devices: deps.devices, now: deps.now, retention: deps.retention }),
     jobs: new TelemetryJobs({ telemetry: store, log: deps.log, now: deps.now, retention: deps.retention }),
+    live: new LiveHealthSource({ telemetry: store, now: deps.now }),
     connect(aedes) {
       // The device check on every message is the telemetry store's own prepared lookup.
       t.ingest = new TelemetryIngest({ telemetry: store, devices: { getDevice: (id) => store.deviceInfo(id) }, replies: brokerReplies(aedes), log: deps.log, now: deps.now, metrics: metrics.ingest, ...deps.ingest });

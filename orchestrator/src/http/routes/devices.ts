@@ -58,20 +58,14 @@ const ListQuery = StrictObject({
 });
 
 export const deviceRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async (app, { deps }) => {
-  const { store, now } = deps;
-
-  const getLive = (id: string) => {
-    const d = store.getDevice(id);
-    if (!d || d.revokedAt) throw new EdgepackError('DEVICE_NOT_FOUND', `device ${id} not found`);
-    return d;
-  };
+  const { devices } = deps;
 
   app.get('/devices', {
     config: { access: Access.read, errors: ['CURSOR_INVALID'] },
     schema: { summary: 'List enrolled devices, oldest first', tags: ['fleet'], querystring: ListQuery, response: { 200: DeviceList } },
   }, async (req) => {
     const { profile, tag, status } = req.query;
-    const page = store.pageDevices({ ...(profile ? { profile } : {}), ...(tag ? { tag } : {}), ...(status ? { status } : {}) }, pageRequest(req.query));
+    const page = devices.list({ ...(profile ? { profile } : {}), ...(tag ? { tag } : {}), ...(status ? { status } : {}) }, pageRequest(req.query));
     return { devices: page.items.map(deviceView), next: encodeCursor(page.next) };
   });
 
@@ -82,26 +76,19 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async
     // A device reads only its own record, and learns nothing of others, not even whether they
     // exist: another id answers as an unknown one does, before any lookup.
     if (req.caller?.kind === 'device' && req.caller.deviceId !== req.params.id) throw new EdgepackError('DEVICE_NOT_FOUND', `device ${req.params.id} not found`);
-    return { device: deviceView(getLive(req.params.id)) };
+    return { device: deviceView(devices.get(req.params.id)) };
   });
 
   app.patch('/devices/:id', {
     config: { access: Access.admin, errors: ['DEVICE_NOT_FOUND'] },
     schema: { summary: 'Set a device\'s tags or name', tags: ['fleet'], params: IdParams, body: PatchDeviceBody, response: { 200: DeviceResponse } },
-  }, async (req) => {
-    const d = getLive(req.params.id);
-    if (req.body.tags) store.setDeviceTags(d.id, [...new Set(req.body.tags)].sort());
-    if (req.body.name) store.setDeviceName(d.id, req.body.name);
-    return { device: deviceView(store.getDevice(d.id)!) };
-  });
+  }, async (req) => ({ device: deviceView(devices.update(req.params.id, req.body)) }));
 
   app.delete('/devices/:id', {
     config: { access: Access.admin, errors: ['DEVICE_NOT_FOUND'] },
     schema: { summary: 'Revoke a device: its credential stops working and its open actions close', tags: ['fleet'], params: IdParams, response: { 204: Type.Null({ description: 'revoked' }) } },
   }, async (req, reply) => {
-    const d = getLive(req.params.id);
-    store.revokeDevice(d.id, now().toISOString());
-    await deps.onDeviceRevoked(d.id);
+    await devices.revoke(req.params.id);
     return reply.status(204).send(null);
   });
 };
