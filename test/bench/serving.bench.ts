@@ -11,7 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { decodeInferRequest } from '@edgepack/agent/serving/kserve-codec.js';
 import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
 import { sharedModelsDir } from '../support/paths.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator } from '../support/processes.js';
+import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, ONE_WAVE } from '../support/processes.js';
 import { kserveBinary, kserveJson, randomFloats } from '../support/serving-fixtures.js';
 
 interface Row { model: string; path: string; conc: number; n: number; rps: number; p50: number; p99: number; vsBare: string }
@@ -73,7 +73,7 @@ async function rollOutModel(orch: Orchestrator, deviceId: string, bytes: Uint8Ar
     return r.body.build.status !== 'queued' && r.body.build.status !== 'running' && r.body.build;
   }, 600_000, 200);
   if (build.status !== 'succeeded') throw new Error(JSON.stringify(build));
-  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId: build.id, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   await until('rollout', async () => (await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`)).body.rollout.status === 'succeeded', 300_000, 200);
   return build.artifacts[0].bundleId as string;
 }

@@ -247,7 +247,7 @@ test('a continuous rollout reaches a device enrolled after it started', async ()
     const r = await get(id);
     const d = r.devices.find((x: any) => x.late);
     return d?.outcome === 'succeeded' && d;
-  }, 30_000);
+  }, 60_000); // a new simulator process, an enrollment over TLS and a download, on a host shared with another test file
   assert.equal(late.wave, 2);
   assert.equal(late.state, 'active');
   assert.equal(late.bundleId, b.bundleId);

@@ -11,7 +11,7 @@ import { buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js'
 import { encodeNpy } from '@edgepack/orchestrator/optimizer/npy.js';
 import { createLiteRtRunner } from '@edgepack/agent/runtime/litert-runner.js';
 import { sharedModelsDir } from '../support/paths.js';
-import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc } from '../support/processes.js';
+import { startAgent, startOrchestrator, tempDir, until, type Orchestrator, type Proc, ONE_WAVE } from '../support/processes.js';
 import { randomFloats } from '../support/serving-fixtures.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -57,7 +57,7 @@ async function buildFor(model: Uint8Array, version: string, profiles: string[], 
 }
 
 async function rollOut(buildId: string, deviceId: string): Promise<void> {
-  const r = await orch.api('POST', '/v1/rollouts', { buildId, target: { deviceIds: [deviceId] } });
+  const r = await orch.api('POST', '/v1/rollouts', { buildId, target: { deviceIds: [deviceId] }, ...ONE_WAVE });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const done = await until('rollout finished', async () => {
     const g = await orch.api('GET', `/v1/rollouts/${r.body.rollout.id}`);
