@@ -10,9 +10,22 @@ import type { DesiredState } from './messages.js';
  * root carries its own threshold signatures.
  */
 export function desiredEnvelope(d: Omit<DesiredState, 'signature'>): Record<string, unknown> {
+  const sha = (m: unknown) => createHash('sha256').update(canonicalBytes(m)).digest('hex');
+  // A trial vouches for every candidate and its order, the rounds and the reference, under a
+  // kind of its own: a trial envelope can never pass for an install one, nor the reverse.
+  if (d.kind === 'trial') {
+    if (!d.trial) throw new Error('a trial desired state needs its trial');
+    return {
+      kind: 'edgepack.desired-trial/1', deviceId: d.deviceId, seq: d.seq, rolloutId: d.rolloutId, bundleId: d.bundle.manifest.bundleId,
+      manifestSha256: sha(d.bundle.manifest), issuedAt: d.issuedAt, rounds: d.trial.rounds, referenceBundleId: d.trial.referenceBundleId,
+      candidates: d.trial.candidates.map((c) => ({ bundleId: c.manifest.bundleId, manifestSha256: sha(c.manifest) })),
+    };
+  }
+  // An install carries no trial; one that does is refused rather than half-vouched for.
+  if (d.trial) throw new Error('an install desired state carries no trial');
   return {
     kind: 'edgepack.desired/2', deviceId: d.deviceId, seq: d.seq, rolloutId: d.rolloutId, bundleId: d.bundle.manifest.bundleId,
-    manifestSha256: createHash('sha256').update(canonicalBytes(d.bundle.manifest)).digest('hex'), issuedAt: d.issuedAt,
+    manifestSha256: sha(d.bundle.manifest), issuedAt: d.issuedAt,
   };
 }
 

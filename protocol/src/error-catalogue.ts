@@ -221,6 +221,9 @@ export const ERROR_CATALOGUE = {
   TENSOR_INVALID: entry(400, false, 'a tensor does not fit its dtype and shape'),
   TENSOR_UNSUPPORTED: entry(422, false, 'a tensor dtype is not supported'),
   FAULT_INJECTED: entry(500, false, 'a test-only injected fault'),
+  TRIAL_INTERRUPTED: entry(500, true, 'the device stopped during a trial (a restart or kill); its active model was left as it was'),
+  TRIAL_SUPERSEDED: entry(409, false, 'a newer desired state arrived during the trial, which was stopped'),
+  TRIAL_INVALID: entry(422, false, 'a trial request does not hold together (its reference is not among its candidates, say)'),
 
 } as const satisfies Record<string, CatalogueEntry>;
 

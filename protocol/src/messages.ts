@@ -82,6 +82,9 @@ export type EnrollResponse = Static<typeof EnrollResponseSchema>;
 
 // --- MQTT: orchestrator → device ---
 
+/** Bounds of a trial request, checked by the schema on both sides. */
+export const TRIAL_LIMITS = { maxCandidates: 8, maxRounds: 20 } as const;
+
 /** Retained on the device's `desired` topic, so a device that reconnects converges. */
 export const DesiredStateSchema = Type.Object({
   v,
@@ -103,8 +106,69 @@ export const DesiredStateSchema = Type.Object({
    * Items are checked one by one there, so one bad root gets its own error code.
    */
   roots: Type.Optional(Type.Array(Type.Unknown(), { maxItems: TRUST_LIMITS.maxChainLength })),
+  /**
+   * What the device is asked to do (absent: `install`, as before trials existed).
+   * - `install`: make `bundle` the active model (the update flow, update-machine.ts).
+   * - `trial`: measure every bundle of `trial.candidates` in a scratch slot — download, verify,
+   *   benchmark in `trial.rounds` interleaved rounds, run the golden samples and compare outputs
+   *   with the reference candidate's on the device — report a TrialReport, then remove the scratch
+   *   slot. A trial never changes the active model. `bundle` is the reference candidate (fp32).
+   */
+  kind: Type.Optional(Type.Union([Type.Literal('install'), Type.Literal('trial')])),
+  trial: Type.Optional(Type.Object({
+    /** Every candidate to measure, the reference included, in the order the rounds run them. */
+    candidates: Type.Array(SignedManifestSchema, { minItems: 1, maxItems: TRIAL_LIMITS.maxCandidates }),
+    /** Rounds of one benchmark run per candidate each (A B C, A B C, …): the device's noise hits every candidate alike. */
+    rounds: Type.Integer({ minimum: 1, maximum: TRIAL_LIMITS.maxRounds }),
+    /** The bundle whose outputs are the reference for agreement (the fp32 candidate; also `bundle`). */
+    referenceBundleId: Type.String(),
+  })),
 });
 export type DesiredState = Static<typeof DesiredStateSchema>;
+
+/** How a candidate's outputs on the device compare with the reference candidate's on the same golden inputs. */
+export const TrialAgreementSchema = Type.Object({
+  /** Share of golden samples whose top-1 class equals the reference's (1 for the reference itself). */
+  top1: Type.Number({ minimum: 0, maximum: 1 }),
+  maxAbsError: Type.Number({ minimum: 0 }),
+  samples: Type.Integer({ minimum: 0 }),
+});
+export type TrialAgreement = Static<typeof TrialAgreementSchema>;
+
+/** One candidate's figures in a trial: the install benchmark's (load, latency, throughput, RSS, golden) and agreement with the reference. */
+export const TrialCandidateResultSchema = Type.Object({
+  bundleId: Type.String(),
+  /** The manifest's precision name (fp32, fp16, int8-dynamic, int8-static, int8). */
+  precision: Type.String(),
+  /** Present when the candidate was measured; latency figures are the median over rounds of each round's figure. */
+  result: Type.Optional(BenchmarkResultSchema),
+  agreement: Type.Optional(TrialAgreementSchema),
+  /** Why this candidate was not measured, or failed its golden check (a catalogue code). */
+  code: Type.Optional(Type.String()),
+  reason: Type.Optional(Type.String({ maxLength: 4096 })),
+});
+export type TrialCandidateResult = Static<typeof TrialCandidateResultSchema>;
+
+/**
+ * Device → orchestrator on its `trial-report` topic: the outcome of the trial desired state with
+ * this `seq`. `running` once the trial starts (so a kill -9 is told apart from a device that
+ * never got it), then one `done` (every candidate has a result or a code) or `failed` (the trial
+ * as a whole stopped: TRIAL_INTERRUPTED after a restart, TRIAL_SUPERSEDED by a newer desired
+ * state, DISK_FULL, …). Signed by the device key like a status report (trial-report-signature.ts).
+ */
+export const TrialReportSchema = Type.Object({
+  v,
+  deviceId: Type.String(),
+  rolloutId: Type.String(),
+  seq: Type.Integer({ minimum: 1 }),
+  state: Type.Union([Type.Literal('running'), Type.Literal('done'), Type.Literal('failed')]),
+  code: Type.Optional(Type.String()),
+  reason: Type.Optional(Type.String({ maxLength: 4096 })),
+  results: Type.Array(TrialCandidateResultSchema, { maxItems: TRIAL_LIMITS.maxCandidates }),
+  at: Type.String(),
+  signature: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+});
+export type TrialReport = Static<typeof TrialReportSchema>;
 
 /** Answer to an invalid or refused message, so a device learns why instead of waiting. */
 export const NoticeSchema = Type.Object({

@@ -1,6 +1,6 @@
 import { canonicalJson } from './canonical-json.js';
 import { signBytes, verifyBytes } from './signing.js';
-import type { StatusReport } from './messages.js';
+import type { StatusReport, TrialReport } from './messages.js';
 
 /**
  * A status report is the device's word only if the device signed it: the orchestrator checks the
@@ -32,6 +32,31 @@ export function verifyStatusReport(report: StatusReport, devicePublicKey: string
     bytes = signedBytes(report);
   } catch {
     return false; // a value canonical JSON cannot hold
+  }
+  return verifyBytes(bytes, report.signature, devicePublicKey);
+}
+
+/** A trial report is signed like a status report, under its own prefix ("edgepack.trial-report/1\n"). */
+const TRIAL_DOMAIN = 'edgepack.trial-report/1\n';
+
+function trialBytes(report: Omit<TrialReport, 'signature'>): Uint8Array {
+  const { signature: _, ...rest } = report as TrialReport;
+  return new TextEncoder().encode(TRIAL_DOMAIN + canonicalJson(rest));
+}
+
+export function signTrialReport(report: Omit<TrialReport, 'signature'>, deviceSecretKey: string): TrialReport {
+  const { signature: _, ...rest } = report as TrialReport;
+  return { ...rest, signature: signBytes(trialBytes(rest), deviceSecretKey) };
+}
+
+/** Never throws, like verifyStatusReport. */
+export function verifyTrialReport(report: TrialReport, devicePublicKey: string): boolean {
+  if (typeof report.signature !== 'string') return false;
+  let bytes: Uint8Array;
+  try {
+    bytes = trialBytes(report);
+  } catch {
+    return false;
   }
   return verifyBytes(bytes, report.signature, devicePublicKey);
 }

@@ -4,7 +4,7 @@
  *
  * Orchestrator → device: desired (retained), chunk, notice, telemetry-ack.
  * Device → orchestrator: status, heartbeat, chunk-request, presence (also the last will),
- * telemetry (inference telemetry windows; see telemetry.ts).
+ * telemetry (inference telemetry windows; see telemetry.ts), trial-report (a trial's figures).
  *
  * Telemetry has topics of its own, apart from the heartbeat, so "device dead" (no heartbeat)
  * and "telemetry pipeline stuck" (heartbeats, but no acked windows) can be told apart.
@@ -23,13 +23,15 @@ export const DeviceTopic = {
   telemetry: 'telemetry',
   /** Orchestrator → device: a TelemetryAck, sent after the windows are committed (QoS 1). */
   telemetryAck: 'telemetry-ack',
+  /** Device → orchestrator: a TrialReport, the outcome of a desired state of kind `trial` (QoS 1). */
+  trialReport: 'trial-report',
 } as const;
 export type DeviceTopicKind = (typeof DeviceTopic)[keyof typeof DeviceTopic];
 
 /** Topics a device may subscribe to: only what the orchestrator sends it. */
 export const DEVICE_SUBSCRIBE_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.desired, DeviceTopic.chunk, DeviceTopic.notice, DeviceTopic.telemetryAck];
 /** Topics a device may publish on: only what it reports about itself. */
-export const DEVICE_PUBLISH_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.status, DeviceTopic.heartbeat, DeviceTopic.chunkRequest, DeviceTopic.presence, DeviceTopic.telemetry];
+export const DEVICE_PUBLISH_KINDS: readonly DeviceTopicKind[] = [DeviceTopic.status, DeviceTopic.heartbeat, DeviceTopic.chunkRequest, DeviceTopic.presence, DeviceTopic.telemetry, DeviceTopic.trialReport];
 
 const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
