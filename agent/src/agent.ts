@@ -31,6 +31,14 @@ export interface AgentOptions {
   stallMs?: number;
   /** Re-asks in a row without a chunk before the download fails with DOWNLOAD_STALLED (default 6). */
   maxStallAsks?: number;
+  /**
+   * The least average rate a download must keep over each minute (default 1024 bytes/s; 0: no
+   * floor). Each chunk arriving within the stall timeout is not enough: whoever holds the broker
+   * could trickle one chunk per timeout and hold an update back for days (TUF's slow retrieval).
+   */
+  minDownloadBytesPerSec?: number;
+  /** The window that rate is measured over (default 60 s). */
+  downloadRateWindowMs?: number;
   /** Test-only fault injection; see `fault()`. */
   faults?: string[];
   /**
@@ -223,8 +231,11 @@ export class Agent {
     const dl = this.download;
     if (!dl || !this.client?.connected) return;
     const maxAsks = this.o.maxStallAsks ?? 6;
-    const check = dl.checkStall(this.stallMs, maxAsks);
-    if (check === 'reasked') {
+    const floor = { minBytesPerSec: this.o.minDownloadBytesPerSec ?? 1024, windowMs: this.o.downloadRateWindowMs ?? 60_000 };
+    const check = dl.checkStall(this.stallMs, maxAsks, floor);
+    if (check === 'too-slow') {
+      dl.fail(new StepError('DOWNLOAD_TOO_SLOW', `${dl.file.path} of bundle ${dl.bundleId} came at ${Math.round(dl.lastWindowRate ?? 0)} bytes/s over the last ${floor.windowMs} ms, under the ${floor.minBytesPerSec} bytes/s floor`));
+    } else if (check === 'reasked') {
       this.o.log.info({ file: dl.file.path, reask: dl.reasks, of: maxAsks }, 'transfer stalled; asking again');
     } else if (check === 'exhausted') {
       dl.fail(new StepError('DOWNLOAD_STALLED', `no data for ${dl.file.path} of bundle ${dl.bundleId} after ${maxAsks} requests ${this.stallMs} ms apart`));

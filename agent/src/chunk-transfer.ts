@@ -20,7 +20,13 @@ export interface ChunkSink {
 }
 
 /** What a stall check did; see `ChunkTransfer.checkStall`. */
-export type StallCheck = 'progressing' | 'reasked' | 'exhausted' | 'refused';
+export type StallCheck = 'progressing' | 'reasked' | 'exhausted' | 'refused' | 'too-slow';
+
+/** The least average rate a transfer must keep over each window; see `ChunkTransfer.checkStall`. */
+export interface RateFloor {
+  minBytesPerSec: number;
+  windowMs: number;
+}
 
 /** A refusal the broker relayed about this transfer; see `ChunkTransfer.advise`. */
 export interface AdvisedRefusal {
@@ -46,6 +52,11 @@ export class ChunkTransfer {
   private queue: Promise<void> = Promise.resolve();
   /** The last refusal notice about this transfer since a chunk last arrived. */
   private refusal: AdvisedRefusal | undefined;
+  /** Bytes taken since `rateWindowStart`, for the rate floor. */
+  private rateWindowStart = Date.now();
+  private rateWindowBytes = 0;
+  /** The rate of the last window the floor judged (bytes/s), for the failure's message. */
+  lastWindowRate: number | undefined;
 
   constructor(
     readonly bundleId: string,
@@ -75,6 +86,8 @@ export class ChunkTransfer {
       return;
     }
     this.next = Math.min(this.total, have);
+    this.rateWindowStart = Date.now();
+    this.rateWindowBytes = 0;
     if (this.file.length === 0) await this.finish();
     else this.ask();
   }
@@ -105,11 +118,26 @@ export class ChunkTransfer {
    * arrive; after `stallMs` without one, ask again; after `maxAsks` fruitless asks, 'exhausted'
    * (the caller fails the transfer with DOWNLOAD_STALLED).
    */
-  checkStall(stallMs: number, maxAsks: number): StallCheck {
+  checkStall(stallMs: number, maxAsks: number, floor?: RateFloor): StallCheck {
+    if (floor && floor.minBytesPerSec > 0 && this.belowFloor(floor)) return 'too-slow';
     if (this.stalledFor() <= stallMs) return 'progressing';
     // Stalled, and the broker relayed a refusal for it: give up now instead of asking again.
     if (this.refusal) return 'refused';
     return this.reask(maxAsks) ? 'reasked' : 'exhausted';
+  }
+
+  /**
+   * Whether the window that just closed brought less than the floor. Judged per window, not from
+   * the start, so a fast start cannot bank credit for a trickle later; a window opens again when
+   * one is judged, and the first opens when the transfer is asked for.
+   */
+  private belowFloor(floor: RateFloor): boolean {
+    const elapsed = Date.now() - this.rateWindowStart;
+    if (!this.done || elapsed < floor.windowMs) return false;
+    this.lastWindowRate = (this.rateWindowBytes * 1000) / elapsed;
+    this.rateWindowStart = Date.now();
+    this.rateWindowBytes = 0;
+    return this.lastWindowRate < floor.minBytesPerSec;
   }
 
   /**
@@ -155,6 +183,7 @@ export class ChunkTransfer {
     }
     if (header.index < this.next || this.early.has(header.index)) return;
     this.early.set(header.index, bytes);
+    this.rateWindowBytes += bytes.length;
     this.lastProgress = Date.now();
     this.asksWithoutProgress = 0;
     this.refusal = undefined;

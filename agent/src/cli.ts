@@ -61,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
   const agent = new Agent({
     dataDir, identity, log, agentVersion: version,
     ...(benchRuns ? { benchmarkRuns: benchRuns } : {}),
+    minDownloadBytesPerSec: config.minDownloadRate,
     // Test-only: crash points for the kill -9 tests (see Agent.fault).
     ...(process.env.EDGEPACK_AGENT_FAULTS ? { faults: process.env.EDGEPACK_AGENT_FAULTS.split(',') } : {}),
     ...(serve ? { onActiveChanged: (active) => serving?.activate(active) } : {}),

@@ -28,6 +28,8 @@ export interface AgentConfig {
   telemetrySpoolBytes: number;
   telemetryJitterMs: number;
   telemetryRate: number;
+  /** A bundle download averaging fewer bytes/s than this over a minute fails (TUF's slow retrieval); 0: no floor. */
+  minDownloadRate: number;
   /** Enroll over plain http, and accept a plain MQTT broker (no TLS anywhere). */
   allowPlaintext?: boolean;
   /** Enroll over https with a token that pins no CA: trust the CA the server shows the first time. */
@@ -64,6 +66,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { flag: 'telemetry-spool-bytes', env: 'EDGEPACK_AGENT_TELEMETRY_SPOOL_BYTES', arg: 'N', key: 'telemetrySpoolBytes', kind: 'positive-int', default: '4194304', help: 'cap of the on-disk telemetry spool (at least 16384)' },
   { flag: 'telemetry-jitter-ms', env: 'EDGEPACK_AGENT_TELEMETRY_JITTER_MS', arg: 'MS', key: 'telemetryJitterMs', kind: 'non-negative-int', default: '5000', help: 'random delay before draining telemetry after a reconnect' },
   { flag: 'telemetry-rate', env: 'EDGEPACK_AGENT_TELEMETRY_RATE', arg: 'N', key: 'telemetryRate', kind: 'positive-int', default: '50', help: 'telemetry windows sent per second at most while draining' },
+  { flag: 'min-download-rate', env: 'EDGEPACK_AGENT_MIN_DOWNLOAD_RATE', arg: 'B/S', key: 'minDownloadRate', kind: 'non-negative-int', default: '1024', help: 'a download slower than this over a minute fails (DOWNLOAD_TOO_SLOW); 0: no floor' },
   // tls branch: the two ways to enroll without an authenticated server; see the README.
   { flag: 'insecure-enroll', env: 'EDGEPACK_AGENT_INSECURE_ENROLL', arg: '', key: 'insecureEnroll', kind: 'flag', help: 'https with a token that pins no CA: trust the server\'s CA on first use' },
   { flag: 'allow-plaintext', env: 'EDGEPACK_AGENT_ALLOW_PLAINTEXT', arg: '', key: 'allowPlaintext', kind: 'flag', help: 'allow enrolling over http:// and a plain MQTT broker' },

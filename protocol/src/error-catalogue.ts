@@ -202,6 +202,7 @@ export const ERROR_CATALOGUE = {
   ENROLL_SERVER_UNTRUSTED: entry(502, false, 'the server certificate chain does not hold the pinned CA; the token was not sent'),
   ENROLL_INSECURE: entry(400, false, 'enrollment refused: plain http without --allow-plaintext, or https without a pinned CA fingerprint or --insecure-enroll'),
   DOWNLOAD_STALLED: entry(504, true, 'a bundle download made no progress after repeated requests'),
+  DOWNLOAD_TOO_SLOW: entry(504, true, 'a bundle download came slower than the agent\'s floor (--min-download-rate) over a minute: a trickle that would hold an update back'),
   AGENT_STOPPING: entry(503, true, 'the agent stopped before the step finished'),
   VERIFY_FAILED: entry(422, false, 'the bundle failed verification for a reason without its own code'),
   STEP_FAILED: entry(500, true, 'an update step failed for a reason without its own code'),

@@ -92,3 +92,53 @@ test('chunks for another file or with a different total length are not written',
   });
   await assert.rejects(dl.run(), (err: { code?: string }) => err.code === 'FILE_LENGTH_MISMATCH');
 }));
+
+test('slow retrieval (TUF): a trickle that beats every stall timeout still fails under the rate floor; a fast transfer under the same floor completes', () => withDir(async (dir) => {
+  const bytes = randomBytes(CHUNK_SIZE * 40);
+  const file = fileOf(bytes);
+  const floor = { minBytesPerSec: 4 * CHUNK_SIZE * 1000 / 150, windowMs: 150 }; // 4 chunks per 150 ms window
+  // The attacker's broker: one chunk every 60 ms, always within the (10 s) stall timeout.
+  let next = 0;
+  const slow = new ChunkDownload('bdl_1', file, join(dir, 'slow'), () => undefined, 8);
+  const done = slow.run();
+  const trickle = setInterval(() => { const c = chunk(bytes, file, next++); if (c.ok) void slow.accept(c.header, c.bytes); }, 60);
+  const checks: string[] = [];
+  try {
+    await new Promise<void>((resolve) => {
+      const watch = setInterval(() => {
+        const check = slow.checkStall(10_000, 6, floor);
+        checks.push(check);
+        if (check === 'too-slow') {
+          clearInterval(watch);
+          slow.fail(new Error(`too slow: ${Math.round(slow.lastWindowRate!)} bytes/s`));
+          resolve();
+        }
+      }, 20);
+    });
+  } finally {
+    clearInterval(trickle);
+  }
+  await assert.rejects(done, /too slow/);
+  assert.ok(!checks.includes('reasked'), 'every chunk came within the stall timeout');
+  assert.ok(slow.lastWindowRate! < floor.minBytesPerSec && slow.lastWindowRate! > 0, `the last window's rate ${slow.lastWindowRate}`);
+
+  // Without a floor the same trickle is only ever 'progressing'.
+  const unbounded = new ChunkDownload('bdl_1', file, join(dir, 'unbounded'), () => undefined, 8);
+  void unbounded.run().catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(unbounded.checkStall(10_000, 6, { minBytesPerSec: 0, windowMs: 150 }), 'progressing');
+  assert.equal(unbounded.checkStall(10_000, 6), 'progressing');
+  unbounded.fail(new Error('done'));
+
+  // A transfer answered at once: complete before any window closes below the floor.
+  const fast = new ChunkDownload('bdl_1', file, join(dir, 'fast'), (index, count) => {
+    setImmediate(() => { for (let i = index; i < index + count; i++) { const c = chunk(bytes, file, i); if (c.ok) void fast.accept(c.header, c.bytes); } });
+  }, 8);
+  const watch = setInterval(() => { if (fast.checkStall(10_000, 6, floor) === 'too-slow') fast.fail(new Error('judged too slow')); }, 20);
+  try {
+    await fast.run();
+  } finally {
+    clearInterval(watch);
+  }
+  assert.deepEqual(await readFile(join(dir, 'fast', file.sha256)), bytes);
+}));

@@ -37,7 +37,7 @@ test('only buildId and target are required; every default is applied', () => {
   assert.deepEqual(p.gate, { minExecuted: null, minSuccessRatio: 0.95, maxFailureRatio: 0.05, maxFailures: null, maxP95Regression: 0.10, maxGoldenFailures: 0, maxLostRatio: 0.2 });
   assert.deepEqual(p.rate, { maxPerMinute: 1000, maxInFlight: 200 });
   assert.deepEqual(p.timeouts, { ackSec: 120, inProgressSec: 1800, quorumSec: 3600 });
-  assert.deepEqual(p.retry, { maxAttempts: 3, backoffSec: 30, maxBackoffSec: 900, retryOn: ['DOWNLOAD_STALLED', 'ACK_TIMEOUT', 'BENCHMARK_TIMEOUT', 'AGENT_STOPPING'] });
+  assert.deepEqual(p.retry, { maxAttempts: 3, backoffSec: 30, maxBackoffSec: 900, retryOn: ['DOWNLOAD_STALLED', 'DOWNLOAD_TOO_SLOW', 'ACK_TIMEOUT', 'BENCHMARK_TIMEOUT', 'AGENT_STOPPING'] });
   assert.deepEqual(p.schedule, { startAt: null, endAt: null, endBehavior: 'pause', windows: [] });
 });
 

@@ -34,13 +34,14 @@ export const IN_PROGRESS_TIMEOUT = 'IN_PROGRESS_TIMEOUT';
 /**
  * Default retry.retryOn: transient causes only.
  * - DOWNLOAD_STALLED: the agent gave up on chunks that did not come (broker or link trouble).
+ * - DOWNLOAD_TOO_SLOW: they came, but slower than the agent's floor (a poor link, or a trickle).
  * - ACK_TIMEOUT: see above.
  * - BENCHMARK_TIMEOUT: a busy or throttled device; the budget check is separate (LATENCY_BUDGET_EXCEEDED).
  * - AGENT_STOPPING: the agent was shut down mid-download.
  * Not IN_PROGRESS_TIMEOUT: a device that started and never ended may be bricked; sending it more
  * work hides that. Not BENCHMARK_CRASHED: usually the model itself (out of memory, bad op).
  */
-export const DEFAULT_RETRY_ON: readonly string[] = ['DOWNLOAD_STALLED', ACK_TIMEOUT, 'BENCHMARK_TIMEOUT', 'AGENT_STOPPING'];
+export const DEFAULT_RETRY_ON: readonly string[] = ['DOWNLOAD_STALLED', 'DOWNLOAD_TOO_SLOW', ACK_TIMEOUT, 'BENCHMARK_TIMEOUT', 'AGENT_STOPPING'];
 
 export interface RetryPolicy {
   maxAttempts: number;
