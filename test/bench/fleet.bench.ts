@@ -146,7 +146,7 @@ export async function run(): Promise<void> {
   // Heartbeats every 30 s, as a fleet would run: the rollout, not heartbeat traffic, is measured.
   const profDir = process.env.EDGEPACK_BENCH_CPU_PROF ? resolve(process.env.EDGEPACK_BENCH_CPU_PROF) : undefined;
   if (profDir) await mkdir(profDir, { recursive: true });
-  const orch = await startOrchestrator(join(dir.path, 'o'), ['--log-level', 'warn', '--heartbeat-sec', '30'], { nodeArgs: profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] });
+  const orch = await startOrchestrator(join(dir.path, 'o'), ['--log-level', 'warn', '--heartbeat-sec', '30', '--enroll-per-min', '1000000', '--api-per-min', '1000000'], { nodeArgs: profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] });
   let sim: SimProc | undefined;
   try {
     // A model whose built bundle is about K KiB: the build picks the variant (int8 or fp32), so

@@ -106,6 +106,16 @@ export class GuardedConnection extends Duplex {
     cb();
   }
 
+  /**
+   * mqtt-packet corks the stream and writes a packet as several small buffers (header, length,
+   * topic, payload); corked, they arrive here together and go to the socket as one write. Without
+   * this, every piece was a socket write of its own: the largest cost of a reconnect storm.
+   */
+  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
+    if (chunks.length === 1) return this._write(chunks[0]!.chunk, chunks[0]!.encoding, cb);
+    this._write(Buffer.concat(chunks.map((c) => c.chunk)), chunks[0]!.encoding, cb);
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     this.socket.end();
     cb();
