@@ -108,12 +108,20 @@ export class GuardedConnection extends Duplex {
 
   /**
    * mqtt-packet corks the stream and writes a packet as several small buffers (header, length,
-   * topic, payload); corked, they arrive here together and go to the socket as one write. Without
-   * this, every piece was a socket write of its own: the largest cost of a reconnect storm.
+   * topic, payload); corked, they arrive here together and go to the corked socket, which hands
+   * them to the kernel as one writev, without copying a payload. Without this, every piece was a
+   * socket write of its own: the largest cost of a reconnect storm.
    */
   override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
-    if (chunks.length === 1) return this._write(chunks[0]!.chunk, chunks[0]!.encoding, cb);
-    this._write(Buffer.concat(chunks.map((c) => c.chunk)), chunks[0]!.encoding, cb);
+    if (this.socket.destroyed) return cb(new Error('connection closed'));
+    this.socket.cork();
+    for (const c of chunks) this.socket.write(c.chunk);
+    this.socket.uncork();
+    if (this.socket.writableLength > this.o.maxQueuedBytes) {
+      this.refuse(`${this.socket.writableLength} bytes queued to a client that does not read, over the ${this.o.maxQueuedBytes}-byte limit`);
+      return cb(new Error('client queue full'));
+    }
+    cb();
   }
 
   override _final(cb: (err?: Error | null) => void): void {
