@@ -54,8 +54,29 @@ export function signBytes(bytes: Uint8Array, secretKey: string): string {
   return toBase64(sign(null, bytes, key));
 }
 
+/**
+ * Loaded public keys by their base64 text, for a verifier that checks many signatures by the same
+ * few thousand keys (the orchestrator: every status report is checked against its device's key).
+ * Loading a key costs about a third of a verification. Bounded: past `max` keys the oldest goes.
+ * The owner makes one and passes it in; nothing is cached unless asked.
+ */
+export class PublicKeyCache {
+  private readonly keys = new Map<string, KeyObject>();
+
+  constructor(private readonly max = 10_000) {}
+
+  load(publicKey: string, raw: Uint8Array): KeyObject {
+    const hit = this.keys.get(publicKey);
+    if (hit) return hit;
+    const key = publicKeyObject(raw);
+    if (this.keys.size >= this.max) this.keys.delete(this.keys.keys().next().value!);
+    this.keys.set(publicKey, key);
+    return key;
+  }
+}
+
 /** Never throws: a malformed key or signature simply does not verify. */
-export function verifyBytes(bytes: Uint8Array, signature: string, publicKey: string): boolean {
+export function verifyBytes(bytes: Uint8Array, signature: string, publicKey: string, keys?: PublicKeyCache): boolean {
   let sig: Uint8Array;
   let raw: Uint8Array;
   try {
@@ -66,7 +87,7 @@ export function verifyBytes(bytes: Uint8Array, signature: string, publicKey: str
   }
   let key: KeyObject;
   try {
-    key = publicKeyObject(raw);
+    key = keys ? keys.load(publicKey, raw) : publicKeyObject(raw);
   } catch {
     // No ed25519 in this OpenSSL (or a key it will not load): tweetnacl decides instead.
     return nacl.sign.detached.verify(bytes, sig, raw);

@@ -1,5 +1,5 @@
 import { canonicalJson } from './canonical-json.js';
-import { signBytes, verifyBytes } from './signing.js';
+import { signBytes, verifyBytes, type PublicKeyCache } from './signing.js';
 import type { StatusReport, TrialReport } from './messages.js';
 
 /**
@@ -25,7 +25,7 @@ export function signStatusReport(report: Omit<StatusReport, 'signature'>, device
 }
 
 /** Never throws: an unsigned report, a malformed signature or one by another key simply does not verify. */
-export function verifyStatusReport(report: StatusReport, devicePublicKey: string): boolean {
+export function verifyStatusReport(report: StatusReport, devicePublicKey: string, keys?: PublicKeyCache): boolean {
   if (typeof report.signature !== 'string') return false;
   let bytes: Uint8Array;
   try {
@@ -33,7 +33,7 @@ export function verifyStatusReport(report: StatusReport, devicePublicKey: string
   } catch {
     return false; // a value canonical JSON cannot hold
   }
-  return verifyBytes(bytes, report.signature, devicePublicKey);
+  return verifyBytes(bytes, report.signature, devicePublicKey, keys);
 }
 
 /** A trial report is signed like a status report, under its own prefix ("edgepack.trial-report/1\n"). */
@@ -50,7 +50,7 @@ export function signTrialReport(report: Omit<TrialReport, 'signature'>, deviceSe
 }
 
 /** Never throws, like verifyStatusReport. */
-export function verifyTrialReport(report: TrialReport, devicePublicKey: string): boolean {
+export function verifyTrialReport(report: TrialReport, devicePublicKey: string, keys?: PublicKeyCache): boolean {
   if (typeof report.signature !== 'string') return false;
   let bytes: Uint8Array;
   try {
@@ -58,5 +58,5 @@ export function verifyTrialReport(report: TrialReport, devicePublicKey: string):
   } catch {
     return false;
   }
-  return verifyBytes(bytes, report.signature, devicePublicKey);
+  return verifyBytes(bytes, report.signature, devicePublicKey, keys);
 }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import nacl from 'tweetnacl';
-import { generateKeyPair, keyId, signBytes, verifyBytes } from '@edgepack/protocol';
+import { PublicKeyCache, generateKeyPair, keyId, signBytes, verifyBytes } from '@edgepack/protocol';
 
 const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
 const message = (n: number) => new TextEncoder().encode(`edgepack test message ${n}`);
@@ -44,4 +44,20 @@ test('malformed keys and signatures do not verify and do not throw', () => {
 test('keyId is the first 8 bytes of the public key\'s SHA-512, as before', () => {
   const kp = nacl.sign.keyPair();
   assert.equal(keyId(b64(kp.publicKey)), Buffer.from(nacl.hash(kp.publicKey).subarray(0, 8)).toString('hex'));
+});
+
+test('a PublicKeyCache gives the same answers as loading each key, and stays within its bound', () => {
+  const cache = new PublicKeyCache(2);
+  const keys = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
+  const msg = new TextEncoder().encode('status');
+  for (let round = 0; round < 2; round++) {
+    for (const [i, k] of keys.entries()) {
+      const sig = signBytes(msg, k.secretKey);
+      assert.equal(verifyBytes(msg, sig, k.publicKey, cache), true);
+      // Another key's signature never verifies, cached or not.
+      assert.equal(verifyBytes(msg, sig, keys[(i + 1) % keys.length]!.publicKey, cache), false);
+      assert.equal(verifyBytes(msg, sig, 'not a key', cache), false);
+    }
+  }
+  assert.ok((cache as unknown as { keys: Map<string, unknown> }).keys.size <= 2);
 });

@@ -1,3 +1,4 @@
+import type Database from 'better-sqlite3';
 import type { Db } from './database.js';
 import type { Page, PageQuery } from './store.js';
 
@@ -47,10 +48,19 @@ function toAudit(r: Row): AuditRecord {
 
 /** The SQL of the audit_log table (migration 6). Rows are only ever added. */
 export class AuditStore {
+  private readonly statements = new Map<string, Database.Statement<unknown[]>>();
+
   constructor(private readonly db: Db) {}
 
+  /** Prepared once per SQL text: these run on every API request (token check, audit row). */
+  private stmt(sql: string): Database.Statement<unknown[]> {
+    let s = this.statements.get(sql);
+    if (!s) this.statements.set(sql, (s = this.db.prepare(sql)));
+    return s;
+  }
+
   insert(a: AuditRecord): void {
-    this.db.prepare(`INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, actor_role, method, route, target_id, status, error_code, request_id, ip)
+    this.stmt(`INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, actor_role, method, route, target_id, status, error_code, request_id, ip)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(a.id, a.at, a.actor.kind, a.actor.id, a.actor.name, a.actor.role, a.method, a.route, a.targetId, a.status, a.code, a.requestId, a.ip);
   }
@@ -64,7 +74,7 @@ export class AuditStore {
     if (filter.until !== undefined) where.push(['at < ?', filter.until]);
     if (q.after) where.push(['(at, id) > (?, ?)', q.after.createdAt, q.after.id]);
     const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.map((w) => w[0]).join(' AND ')}` : ''} ORDER BY at, id LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...where.flatMap((w) => w.slice(1)), q.limit + 1) as Row[];
+    const rows = this.stmt(sql).all(...where.flatMap((w) => w.slice(1)), q.limit + 1) as Row[];
     const items = rows.slice(0, q.limit).map((r) => ({ ...toAudit(r), createdAt: r.at as string }));
     const last = items[items.length - 1];
     return { items, next: rows.length > q.limit && last ? { createdAt: last.at, id: last.id } : null };

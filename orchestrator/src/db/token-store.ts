@@ -1,3 +1,4 @@
+import type Database from 'better-sqlite3';
 import type { Db } from './database.js';
 import type { Page, PageQuery } from './store.js';
 
@@ -33,27 +34,36 @@ function toToken(r: Row): TokenRecord {
 
 /** The SQL of the api_tokens table (migration 6). */
 export class TokenStore {
+  private readonly statements = new Map<string, Database.Statement<unknown[]>>();
+
   constructor(private readonly db: Db) {}
 
+  /** Prepared once per SQL text: these run on every API request (token check, audit row). */
+  private stmt(sql: string): Database.Statement<unknown[]> {
+    let s = this.statements.get(sql);
+    if (!s) this.statements.set(sql, (s = this.db.prepare(sql)));
+    return s;
+  }
+
   insert(t: TokenRecord): void {
-    this.db.prepare(`INSERT INTO api_tokens (id, token_hash, name, role, device_id, created_at, created_by, expires_at, last_used_at, revoked_at)
+    this.stmt(`INSERT INTO api_tokens (id, token_hash, name, role, device_id, created_at, created_by, expires_at, last_used_at, revoked_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(t.id, t.tokenHash, t.name, t.role, t.deviceId, t.createdAt, t.createdBy, t.expiresAt, t.lastUsedAt, t.revokedAt);
   }
 
   /** Inserts unless a token with this hash exists (revoked or not); returns whether it inserted. */
   insertIfAbsent(t: TokenRecord): boolean {
-    return this.db.prepare(`INSERT INTO api_tokens (id, token_hash, name, role, device_id, created_at, created_by, expires_at, last_used_at, revoked_at)
+    return this.stmt(`INSERT INTO api_tokens (id, token_hash, name, role, device_id, created_at, created_by, expires_at, last_used_at, revoked_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING`)
       .run(t.id, t.tokenHash, t.name, t.role, t.deviceId, t.createdAt, t.createdBy, t.expiresAt, t.lastUsedAt, t.revokedAt).changes === 1;
   }
 
   byHash(tokenHash: string): TokenRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM api_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    const r = this.stmt('SELECT * FROM api_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
     return r && toToken(r);
   }
 
   get(id: string): TokenRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM api_tokens WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM api_tokens WHERE id = ?').get(id) as Row | undefined;
     return r && toToken(r);
   }
 
@@ -63,7 +73,7 @@ export class TokenStore {
     if (filter.role) where.push(['role = ?', filter.role]);
     if (q.after) where.push(['(created_at, id) > (?, ?)', q.after.createdAt, q.after.id]);
     const sql = `SELECT * FROM api_tokens${where.length ? ` WHERE ${where.map((w) => w[0]).join(' AND ')}` : ''} ORDER BY created_at, id LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...where.flatMap((w) => w.slice(1)), q.limit + 1) as Row[];
+    const rows = this.stmt(sql).all(...where.flatMap((w) => w.slice(1)), q.limit + 1) as Row[];
     const items = rows.slice(0, q.limit).map(toToken);
     const last = items[items.length - 1];
     return { items, next: rows.length > q.limit && last ? { createdAt: last.createdAt, id: last.id } : null };
@@ -71,16 +81,16 @@ export class TokenStore {
 
   /** Admin tokens that still work at `at`: not revoked, not expired. */
   countUsableAdmins(at: string, except?: string): number {
-    const r = this.db.prepare(`SELECT COUNT(*) AS n FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL
+    const r = this.stmt(`SELECT COUNT(*) AS n FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL
       AND (expires_at IS NULL OR expires_at > ?) AND id != ?`).get(at, except ?? '') as { n: number };
     return r.n;
   }
 
   revoke(id: string, at: string): boolean {
-    return this.db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id).changes === 1;
+    return this.stmt('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id).changes === 1;
   }
 
   touch(id: string, at: string): void {
-    this.db.prepare('UPDATE api_tokens SET last_used_at = ? WHERE id = ?').run(at, id);
+    this.stmt('UPDATE api_tokens SET last_used_at = ? WHERE id = ?').run(at, id);
   }
 }

@@ -1,6 +1,6 @@
 import {
   CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
-  catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, type ErrorCode, type Heartbeat, type Notice, type StatusReport,
+  PublicKeyCache, catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, type ErrorCode, type Heartbeat, type Notice, type StatusReport,
 } from '@edgepack/protocol';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
@@ -35,6 +35,8 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly heartbeat = new Validator('heartbeat', HeartbeatSchema);
   private readonly chunkRequest = new Validator('chunk request', ChunkRequestSchema);
   private readonly presence = new Validator('presence', PresenceSchema);
+  /** Device keys as loaded for verification: every status report is checked against its device's key. */
+  private readonly keys = new PublicKeyCache();
   events?: DeviceEvents;
   /** Encoded chunk frames, shared by every device's queue: a wave reads and hashes each frame once. */
   readonly frames = new ChunkFrameCache();
@@ -116,7 +118,7 @@ export class DeviceGateway implements DesiredPublisher {
           if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
           // A report counts only if the device's own key signed it (security issue, finding 3).
           const signer = this.deps.store.getDeviceKey(client.id)?.publicKey;
-          if (!signer || !verifyStatusReport(r.value, signer)) return this.refuse(client.id, 'STATUS_SIGNATURE_INVALID', r.value.signature ? 'status report signature does not verify with this device\'s enrolled key' : 'status report is not signed by the device', packet.topic);
+          if (!signer || !verifyStatusReport(r.value, signer, this.keys)) return this.refuse(client.id, 'STATUS_SIGNATURE_INVALID', r.value.signature ? 'status report signature does not verify with this device\'s enrolled key' : 'status report is not signed by the device', packet.topic);
           const why = this.events?.onStatus(client.id, r.value);
           if (why) this.notice(client.id, 'STATUS_REFUSED', why, packet.topic);
           return;
