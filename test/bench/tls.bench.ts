@@ -82,7 +82,7 @@ export async function run(): Promise<void> {
   const n = Number(process.env.EDGEPACK_BENCH_TLS_DEVICES ?? 500);
   if (!Number.isInteger(n) || n < 1) throw new Error(`EDGEPACK_BENCH_TLS_DEVICES must be a positive integer, got ${process.env.EDGEPACK_BENCH_TLS_DEVICES}`);
   const dir = await tempDir('bench-tls');
-  const o = await startOrchestrator(join(dir.path, 'o'), ['--log-level', 'warn', '--heartbeat-sec', '30'], { plaintext: true });
+  const o = await startOrchestrator(join(dir.path, 'o'), ['--log-level', 'warn', '--heartbeat-sec', '30', '--enroll-per-min', '1000000', '--api-per-min', '1000000'], { plaintext: true });
   try {
     const tls = await fleet(o, join(dir.path, 'sim-tls'), n, []);
     const plain = await fleet(o, join(dir.path, 'sim-plain'), n, ['--server', o.plainUrl!, '--allow-plaintext']);
