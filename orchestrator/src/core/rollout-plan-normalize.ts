@@ -158,6 +158,11 @@ function normalizeChecked(body: RolloutRequest, ctx: PlanContext): PlanResult {
     schedule: { startAt, endAt, endBehavior: s?.endBehavior ?? D.endBehavior, windows },
     onBreach: body.onBreach ?? D.onBreach,
     supersede: body.supersede ?? D.supersede,
+    trial: {
+      rounds: body.trial?.rounds ?? D.trial.rounds,
+      timeoutSec: body.trial?.timeoutSec ?? D.trial.timeoutSec,
+      measureAgain: body.trial?.measureAgain ?? D.trial.measureAgain,
+    },
   };
   return { ok: true, plan };
 }
