@@ -13,7 +13,8 @@
  *      dispatch() installs it, canary first, like any other bundle.
  * A profile with no canary member at all chooses at once (stored results, or the reference).
  */
-import type { RolloutMember, TrialPlan } from '../records.js';
+import type { TrialReport } from '@edgepack/protocol';
+import type { RolloutMember, TrialPlan, TrialResultRecord } from '../records.js';
 import { DEFAULT_ROLLOUT } from './rollout-defaults.js';
 import { isOffline } from './rollout-counting.js';
 import type { RolloutWork } from './rollout-decide.js';
@@ -88,4 +89,34 @@ export function trialStep(w: RolloutWork): void {
 function choose(w: RolloutWork, profile: string, t: TrialProfile, results: Parameters<typeof chooseVariant>[0]['results'], source: 'measured' | 'reused', leftOut: { deviceId: string; why: string }[]): void {
   const choice = chooseVariant({ profile, candidates: t.candidates, results, budgetP95Ms: t.budgetP95Ms, hostPick: t.hostPick, source, leftOut });
   w.emit({ kind: 'choose-variant', profile, choice });
+}
+
+export type TrialFold =
+  | { kind: 'apply'; member: Partial<RolloutMember>; results: TrialResultRecord[] }
+  | { kind: 'ignore'; reason: string };
+
+/**
+ * A trial report folded into its member (pure; the service writes what it returns). `running`
+ * marks the trial started; `done` ends it and keeps each candidate's figures (only candidates of
+ * the member's profile: `precisionOf` knows them); `failed` ends it without figures. A report for
+ * a trial not under way (late, duplicate, after a timeout) is ignored.
+ */
+export function foldTrialReport(member: RolloutMember, report: TrialReport, precisionOf: ReadonlyMap<string, string>, at: number): TrialFold {
+  if (member.trialState !== 'dispatched' && member.trialState !== 'running') return { kind: 'ignore', reason: `no trial under way (trial ${member.trialState ?? 'never sent'})` };
+  if (report.state === 'running') {
+    return member.trialState === 'running' ? { kind: 'ignore', reason: 'already running' } : { kind: 'apply', member: { trialState: 'running' }, results: [] };
+  }
+  if (report.state === 'failed') {
+    return { kind: 'apply', member: { trialState: 'failed', trialEndedAt: at, trialCode: report.code ?? null, trialReason: report.reason ?? 'the device reported the trial failed' }, results: [] };
+  }
+  const results: TrialResultRecord[] = [];
+  for (const x of report.results) {
+    const precision = precisionOf.get(x.bundleId);
+    if (precision === undefined) continue; // not a candidate of the device's profile: nothing to keep
+    results.push({
+      profile: member.profile, bundleId: x.bundleId, deviceId: member.deviceId, rolloutId: member.rolloutId, precision,
+      result: x.result ?? null, agreement: x.agreement ?? null, code: x.code ?? null, reason: x.reason ?? null, measuredAt: at,
+    });
+  }
+  return { kind: 'apply', member: { trialState: 'done', trialEndedAt: at, trialCode: null, trialReason: null }, results };
 }

@@ -14,6 +14,7 @@ import { matchesTarget } from '../core/rollout-member.js';
 import { PlanNormalizer } from '../core/rollout-plan-normalize.js';
 import type { RolloutRequest } from '../core/rollout-request.js';
 import { foldHeartbeat, foldPresence, foldStatusReport } from '../core/rollout-reports.js';
+import { foldTrialReport } from '../core/rollout-trials.js';
 import type { ChosenVariant, RolloutDeviceView } from '../core/rollout-snapshot.js';
 import { holdsStream, openMemberRef, resolveConflicts, supersedeDecisions, type OpenMemberRef } from '../core/rollout-supersede.js';
 import { assignWaves } from '../core/rollout-waves.js';
@@ -263,28 +264,17 @@ export class RolloutService {
     const devicePatch: Partial<RolloutDeviceView> = { ...(d && !d.online ? foldPresence(d, true, at) : {}), lastSeenAt: at };
     writes.patchDevice(deviceId, devicePatch);
     engine.devicePatched(deviceId, devicePatch);
-    if (member.trialState !== 'dispatched' && member.trialState !== 'running') {
-      log.debug({ deviceId, rolloutId: r.id, state: report.state, trialState: member.trialState }, 'trial report not folded: no trial under way');
+    const precisionOf = new Map(rollouts.buildCandidates(r.buildId).filter((c) => c.profile === member.profile).map((c) => [c.bundleId, c.precision]));
+    const f = foldTrialReport(member, report, precisionOf, at);
+    if (f.kind === 'ignore') {
+      log.debug({ deviceId, rolloutId: r.id, state: report.state }, `trial report not folded: ${f.reason}`);
       return null;
     }
-    if (report.state === 'running' && member.trialState === 'running') return null;
-    const candidates = new Map(rollouts.buildCandidates(r.buildId).filter((c) => c.profile === member.profile).map((c) => [c.bundleId, c]));
-    const patch: Partial<RolloutMember> = report.state === 'running' ? { trialState: 'running' }
-      : report.state === 'done' ? { trialState: 'done', trialEndedAt: at, trialCode: null, trialReason: null }
-      : { trialState: 'failed', trialEndedAt: at, trialCode: report.code ?? null, trialReason: report.reason ?? 'the device reported the trial failed' };
-    const open = holdsStream({ ...member, ...patch }, r.state.status);
+    const open = holdsStream({ ...member, ...f.member }, r.state.status);
     writes.flush();
     rollouts.transaction(() => {
-      rollouts.updateMember(r.id, deviceId, patch, open);
-      if (report.state !== 'done') return;
-      for (const x of report.results) {
-        const c = candidates.get(x.bundleId);
-        if (!c) continue; // not a candidate of the device's profile: nothing to keep
-        rollouts.upsertTrialResult({
-          profile: member.profile, bundleId: x.bundleId, deviceId, rolloutId: r.id, precision: c.precision,
-          result: x.result ?? null, agreement: x.agreement ?? null, code: x.code ?? null, reason: x.reason ?? null, measuredAt: at,
-        });
-      }
+      rollouts.updateMember(r.id, deviceId, f.member, open);
+      for (const t of f.results) rollouts.upsertTrialResult(t);
     });
     // The stored results are part of the snapshot: read it again at the next round.
     engine.reload(r.id);
