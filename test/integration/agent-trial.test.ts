@@ -4,7 +4,8 @@
 // orchestrator's optimizer) while its inference service keeps serving the active model.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeviceTopic, PROTOCOL_VERSION, TrialReportSchema, Validator, generateKeyPair, signDesired, verifyTrialReport, type TrialReport } from '@edgepack/protocol';
 import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js';
@@ -70,9 +71,14 @@ async function device(dataDir: string, port: number): Promise<Device> {
   return { agent, serving: s, lines, stop: async () => { await s.stop(); await agent.stop(); } };
 }
 
-async function setup(name: string) {
+async function setup(name: string, o: { tmpfs?: string } = {}) {
   const dir = await tempDir(name);
   cleanups.push(() => dir.remove());
+  if (o.tmpfs) {
+    // A small disk of its own (needs root; the caller skips otherwise).
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${o.tmpfs}`, 'tmpfs', dir.path]);
+    cleanups.push(async () => { execFileSync('umount', ['-l', dir.path]); });
+  }
   const store = { getDeviceKey: (id: string) => (id === DEVICE_ID ? { publicKey: DEVICE.publicKey, revoked: false } : undefined) } as unknown as Store;
   const broker: Broker = await startBroker({ store, log: silent, host: '127.0.0.1', port: 0, now: () => new Date() });
   cleanups.push(() => broker.close());
@@ -102,6 +108,7 @@ async function setup(name: string) {
   return {
     dir: dir.path, broker, rig, reportsOf, final, infer, assertUntouched,
     get device() { return d; },
+    get lines() { return d.lines; },
     restart: async () => { await d.stop(); d = await device(dir.path, broker.port); },
   };
 }
@@ -232,3 +239,55 @@ test('a newer desired state stops a trial (TRIAL_SUPERSEDED) and runs; a trial t
   assert.equal(await stat(join(s.dir, 'trial-scratch')).then(() => true, () => false), false, 'the scratch slot is gone');
   assert.equal((await s.infer()).status, 200);
 });
+
+test('hostile and malformed trial states: refused with a reason, nothing crashes, the active model serves and a sound trial still runs', async () => {
+  const s = await setup('agent-trial-hostile');
+  const c = await candidates();
+  s.rig.add(c.fp32!);
+  const good = trialDesired({ deviceId: DEVICE_ID, seq: 11, rolloutId: 'rol_ok', candidates: [c.fp32!.bundle], rounds: 1, signingKey: ORCH.secretKey });
+  const { trial: _t, ...noTrial } = good;
+  await s.rig.publish(DeviceTopic.desired, Buffer.from('{"kind":"trial",'));
+  await s.rig.publish(DeviceTopic.desired, noTrial); // a trial with its trial part cut off: the envelope no longer verifies
+  await s.rig.publish(DeviceTopic.desired, { ...good, seq: 99 }); // seq pushed up under a genuine signature
+  await s.rig.publish(DeviceTopic.desired, { ...good, trial: { ...good.trial!, candidates: Array.from({ length: 9 }, () => c.fp32!.bundle) } }); // over TRIAL_LIMITS
+  await s.rig.publish(DeviceTopic.desired, { ...good, trial: { ...good.trial!, rounds: 1e9 } });
+  await s.rig.publish(DeviceTopic.desired, { ...good, kind: 'benchmark' });
+  await until('every hostile one refused', async () => s.lines.filter((l) => l.level === 'warn' && /desired state (refused|ignored)/.test(l.msg)).length >= 6, 10_000, 20);
+  const codes = s.lines.filter((l) => l.level === 'warn' && /desired state (refused|ignored)/.test(l.msg)).map((l) => l.obj.code);
+  assert.ok(codes.includes('DESIRED_SIGNATURE_INVALID'), JSON.stringify(codes));
+  assert.ok(codes.every((x) => typeof x === 'string' && x.length > 0), JSON.stringify(codes));
+  assert.deepEqual(s.rig.trialReports, [], 'none of them started anything');
+  assert.equal((await s.infer()).status, 200);
+  await s.rig.publish(DeviceTopic.desired, good);
+  const done = await s.final(11);
+  assert.equal(done.state, 'done');
+  assert.equal(done.results[0]!.code, undefined);
+  await s.assertUntouched();
+});
+
+test('a disk too small for the candidates: the trial fails with DISK_FULL, the scratch slot goes, the active model serves', async (t) => {
+  const probe = await tempDir('agent-trial-probe');
+  let canMount = false;
+  try {
+    await mkdir(join(probe.path, 'm'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', join(probe.path, 'm')]);
+    execFileSync('umount', [join(probe.path, 'm')]);
+    canMount = true;
+  } catch { /* not root */ }
+  await probe.remove();
+  if (!canMount) return t.skip('mounting a small tmpfs needs root');
+  const s = await setup('agent-trial-disk', { tmpfs: '1m' });
+  // About 1.6 MB of weights: more than the disk has left once the active bundle is on it.
+  const big = await candidate({ bundleId: 'bdl_big', precision: 'fp32', model: encodeBig(), signingKey: ORCH.secretKey, publicKey: ORCH.publicKey, samples: 1 });
+  s.rig.add(big);
+  await s.rig.publish(DeviceTopic.desired, trialDesired({ deviceId: DEVICE_ID, seq: 13, rolloutId: 'rol_disk', candidates: [big.bundle], rounds: 1, signingKey: ORCH.secretKey }));
+  const r = await s.final(13);
+  assert.equal(r.state, 'failed', JSON.stringify(r));
+  assert.equal(r.code, 'DISK_FULL');
+  assert.match(r.reason!, /no space left/);
+  await s.assertUntouched();
+});
+
+function encodeBig(): Uint8Array {
+  return buildTinyMlpModel({ seed: 5, hidden: 512 });
+}
