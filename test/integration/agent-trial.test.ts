@@ -5,7 +5,7 @@
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeviceTopic, PROTOCOL_VERSION, TrialReportSchema, Validator, generateKeyPair, signDesired, verifyTrialReport, type TrialReport } from '@edgepack/protocol';
 import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js';
@@ -71,7 +71,7 @@ async function device(dataDir: string, port: number): Promise<Device> {
   return { agent, serving: s, lines, stop: async () => { await s.stop(); await agent.stop(); } };
 }
 
-async function setup(name: string, o: { tmpfs?: string } = {}) {
+async function setup(name: string, o: { tmpfs?: string; active?: Candidate } = {}) {
   const dir = await tempDir(name);
   cleanups.push(() => dir.remove());
   if (o.tmpfs) {
@@ -83,15 +83,29 @@ async function setup(name: string, o: { tmpfs?: string } = {}) {
   const broker: Broker = await startBroker({ store, log: silent, host: '127.0.0.1', port: 0, now: () => new Date() });
   cleanups.push(() => broker.close());
   // The active model: another model entirely ("fashion"), installed and serving before the trial.
-  const active = await installBundle(dir.path, { bundleId: 'bdl_active', name: 'fashion', version: '1', model: buildTinyMlpModel({ seed: 9 }) });
-  await new BundleSlots(dir.path).activate(active);
+  const slots = new BundleSlots(dir.path);
+  let activeId = 'bdl_active';
+  let modelName = 'fashion';
+  if (o.active) {
+    // Or one of the trial's own candidates, installed as an install leaves it.
+    const m = o.active.bundle.manifest;
+    const staged = join(dir.path, 'staged');
+    await mkdir(staged);
+    for (const [k, v] of o.active.files) await writeFile(join(staged, k), v);
+    await slots.install(m, (k) => join(staged, k));
+    await slots.activate({ bundleId: m.bundleId, manifest: m, activatedAt: new Date().toISOString() });
+    activeId = m.bundleId;
+    modelName = m.model.name;
+  } else {
+    await slots.activate(await installBundle(dir.path, { bundleId: 'bdl_active', name: 'fashion', version: '1', model: buildTinyMlpModel({ seed: 9 }) }));
+  }
   const rig = deviceRig(broker, DEVICE_ID);
   let d = await device(dir.path, broker.port);
   cleanups.push(() => d.stop());
   await until('serving the active bundle', async () => d.serving.service.ready, 20_000, 20);
   const activeJson = await readFile(join(dir.path, 'active.json'), 'utf8');
   const infer = async () => {
-    const r = await fetch(`${d.serving.url}/v2/models/fashion/infer`, { method: 'POST', body: kserveJson({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data: randomFloats(784, 1) } }), headers: { 'content-type': 'application/json' } });
+    const r = await fetch(`${d.serving.url}/v2/models/${modelName}/infer`, { method: 'POST', body: kserveJson({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data: randomFloats(784, 1) } }), headers: { 'content-type': 'application/json' } });
     return { status: r.status, body: await r.json() as { outputs: { data: number[] }[] } };
   };
   const reportsOf = (seq: number) => rig.trialReports.filter((r) => r.seq === seq);
@@ -99,9 +113,9 @@ async function setup(name: string, o: { tmpfs?: string } = {}) {
   /** Nothing of the install flow moved: active.json as it was, the install slots as they were, no scratch slot. */
   const assertUntouched = async () => {
     assert.equal(await readFile(join(dir.path, 'active.json'), 'utf8'), activeJson, 'active.json unchanged');
-    assert.deepEqual(await readdir(join(dir.path, 'bundles')), ['bdl_active'], 'only the active bundle in the install slots');
+    assert.deepEqual(await readdir(join(dir.path, 'bundles')), [activeId], 'only the active bundle in the install slots');
     assert.equal(await stat(join(dir.path, 'trial-scratch')).then(() => true, () => false), false, 'the scratch slot is gone');
-    assert.ok(!rig.statusReports.some((r) => r.bundleId !== 'bdl_active' && r.state === 'active'), 'no status report of an install');
+    assert.ok(!rig.statusReports.some((r) => r.bundleId !== activeId && r.state === 'active'), 'no status report of an install');
     const r = await infer();
     assert.equal(r.status, 200, 'the active model still serves');
   };
@@ -291,3 +305,26 @@ test('a disk too small for the candidates: the trial fails with DISK_FULL, the s
 function encodeBig(): Uint8Array {
   return buildTinyMlpModel({ seed: 5, hidden: 512 });
 }
+
+test('a candidate already in an install slot is measured from a copy, without a download, and its slot stays as it was; a trial during an install download supersedes it', async () => {
+  const c = await candidates();
+  const s = await setup('agent-trial-kept', { active: c.fp32! });
+  s.rig.add(c.int8!);
+  const activeFile = join(s.dir, 'bundles', 'bdl_fp32', 'model.onnx');
+  const before = await stat(activeFile);
+  // An install of a bundle never served: it sits in downloading when the trial arrives.
+  await s.rig.publish(DeviceTopic.desired, signDesired({ v: PROTOCOL_VERSION, deviceId: DEVICE_ID, seq: 20, rolloutId: 'rol_inst', bundle: c.fp16!.bundle, issuedAt: new Date().toISOString() }, ORCH.secretKey));
+  await until('install downloading', async () => s.rig.statusReports.some((r) => r.rolloutId === 'rol_inst' && r.state === 'downloading'), 10_000, 20);
+  await s.rig.publish(DeviceTopic.desired, trialDesired({ deviceId: DEVICE_ID, seq: 21, rolloutId: 'rol_kept', candidates: [c.fp32!.bundle, c.int8!.bundle], rounds: 1, signingKey: ORCH.secretKey }));
+  const done = await s.final(21);
+  const inst = s.rig.statusReports.filter((r) => r.rolloutId === 'rol_inst').at(-1)!;
+  assert.equal(inst.state, 'failed');
+  assert.equal(inst.code, 'SUPERSEDED');
+  assert.equal(done.state, 'done', JSON.stringify(done));
+  assert.deepEqual(done.results.map((r) => r.code), [undefined, undefined]);
+  assert.deepEqual(done.results[0]!.agreement, { top1: 1, maxAbsError: 0, samples: 4 });
+  assert.ok(!s.rig.requests.some((q) => q.bundleId === 'bdl_fp32'), 'the kept bundle was not downloaded');
+  const after = await stat(activeFile);
+  assert.equal(after.mtimeMs, before.mtimeMs, 'the active slot was not written');
+  await s.assertUntouched();
+});

@@ -12,7 +12,7 @@ import { startBroker, type Broker } from '@edgepack/orchestrator/mqtt/broker.js'
 import type { Store } from '@edgepack/orchestrator/db/store.js';
 import { createLogger } from '@edgepack/orchestrator/logger.js';
 import { FleetStore } from '@edgepack/agent/sim/fleet-store.js';
-import { startFleet, type Fleet } from '@edgepack/agent/sim/index.js';
+import { SimConfigError, parseSimConfig, simHelp, startFleet, type Fleet } from '@edgepack/agent/sim/index.js';
 import type { SpeedFactors } from '@edgepack/agent/sim/synthetic-benchmark.js';
 import { tempDir, until } from '../support/processes.js';
 import { trialDesired } from '../support/trial-fixtures.js';
@@ -158,4 +158,23 @@ test('sim trials: an injected GOLDEN_MISMATCH fails the non-reference candidates
   await until('answered again', async () => h.trialReports.filter((x) => x.seq === 2 && x.state === 'failed').length >= 2, 5000, 20);
   assert.equal(h.trialReports.filter((x) => x.seq === 2 && x.state === 'running').length, 1);
   assert.equal(h.chunkRequests.length, asked);
+});
+
+test('--speed and EDGEPACK_SIM_SPEED: precision names of the manifest, factors above 0, the flag winning; a bad one names its source', () => {
+  const base = ['--server', 'http://127.0.0.1:1', '--devices', '1'];
+  const c = parseSimConfig(base, { EDGEPACK_SIM_SPEED: 'int8-static=0.6, fp16=1.1' });
+  assert.ok(typeof c === 'object');
+  assert.deepEqual(c.speed, { 'int8-static': 0.6, fp16: 1.1 });
+  const flag = parseSimConfig([...base, '--speed', 'int8=0.5'], { EDGEPACK_SIM_SPEED: 'fp16=2' });
+  assert.ok(typeof flag === 'object');
+  assert.deepEqual(flag.speed, { int8: 0.5 });
+  const empty = parseSimConfig(base, {});
+  assert.ok(typeof empty === 'object');
+  assert.deepEqual(empty.speed, {});
+  const refuse = (env: Record<string, string>, argv: string[], pattern: RegExp) =>
+    assert.throws(() => parseSimConfig([...base, ...argv], env), (e: unknown) => e instanceof SimConfigError && e.code === 'CONFIG_INVALID' && pattern.test(e.message));
+  refuse({ EDGEPACK_SIM_SPEED: 'fp8=0.5' }, [], /EDGEPACK_SIM_SPEED: "fp8=0.5" does not name a precision/);
+  refuse({}, ['--speed', 'fp16=0'], /--speed: the factor of fp16 must be a number above 0/);
+  refuse({}, ['--speed', 'fp16'], /does not name a precision|factor/);
+  assert.match(simHelp(), /--speed PREC=F[\s\S]*trials[\s\S]*EDGEPACK_SIM_SPEED/);
 });
