@@ -20,7 +20,7 @@ import type { Logger } from './logger.js';
 import { ScratchSlot } from './trial/scratch-slot.js';
 import { TrialStop, runTrial } from './trial/trial-run.js';
 import {
-  failTrial, findTrial, finishTrial, interruptedAfterRestart, isTrial, rememberTrial, startTrial, trialReport, trialRequestProblem, type TrialRecord,
+  failTrial, findTrial, finishTrial, interruptedAfterRestart, isTrial, rememberTrial, startTrial, trialsToReport, trialReport, trialRequestProblem, type TrialRecord,
 } from './trial/trial-state.js';
 import { isTerminal, nextPhase, type UpdateEvent } from './update-machine.js';
 
@@ -163,8 +163,7 @@ export class Agent {
       const d = this.state.action;
       for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
       if (d) this.report(d);
-      for (const t of [...(this.state.recentTrials ?? [])].reverse()) this.reportTrial(t);
-      if (this.state.trial) this.reportTrial(this.state.trial);
+      for (const t of trialsToReport(this.state.trial ?? null, this.state.recentTrials ?? [])) this.reportTrial(t);
       this.download?.ask();
     });
     client.on('message', (topic, payload) => this.onMessage(topic, payload));

@@ -12,7 +12,7 @@ import { loadState } from '@edgepack/agent/agent-state.js';
 import { argmax, computeAgreement } from '@edgepack/agent/trial/agreement.js';
 import { combineRounds, median, roundSchedule } from '@edgepack/agent/trial/trial-rounds.js';
 import {
-  RECENT_TRIALS_LIMIT, failTrial, findTrial, finishTrial, interruptedAfterRestart, rememberTrial, startTrial, trialReport, trialRequestProblem,
+  RECENT_TRIALS_LIMIT, failTrial, findTrial, finishTrial, interruptedAfterRestart, rememberTrial, startTrial, trialReport, trialRequestProblem, trialsToReport,
 } from '@edgepack/agent/trial/trial-state.js';
 import { tempDir } from '../support/processes.js';
 
@@ -161,4 +161,12 @@ test('state.json: a damaged trial record is dropped, the rest of the state kept'
   } finally {
     await dir.remove();
   }
+});
+
+test('on reconnect only the latest trial of each rollout is re-reported, oldest first: an interrupted one never follows its replacement', () => {
+  const rec = (seq: number, rolloutId: string) => failTrial({ seq, rolloutId }, 'TRIAL_INTERRUPTED', 'x', T0);
+  const latest = startTrial({ seq: 12, rolloutId: 'rol_a' }, T1);
+  const recent = [rec(11, 'rol_b'), rec(10, 'rol_a'), rec(9, 'rol_c')];
+  assert.deepEqual(trialsToReport(latest, recent).map((t) => t.seq), [9, 11, 12]);
+  assert.deepEqual(trialsToReport(null, []), []);
 });

@@ -12,7 +12,7 @@ import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay, rem
 import type { Logger } from '../logger.js';
 import { combineRounds } from '../trial/trial-rounds.js';
 import {
-  failTrial, findTrial, finishTrial, interruptedAfterRestart, isTrial, rememberTrial, startTrial, trialCandidates, trialReport, trialRequestProblem, type TrialRecord,
+  failTrial, findTrial, finishTrial, interruptedAfterRestart, isTrial, rememberTrial, startTrial, trialsToReport, trialCandidates, trialReport, trialRequestProblem, type TrialRecord,
 } from '../trial/trial-state.js';
 import { isTerminal, nextPhase, reportedState, type UpdateEvent } from '../update-machine.js';
 import { HELD_LIMIT, type HeldBundle, type SimAction, type StoredDevice } from './fleet-store.js';
@@ -181,8 +181,7 @@ export class SimDevice {
       const d = this.state.action;
       for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
       if (d) this.report(d);
-      for (const t of [...(this.state.recentTrials ?? [])].reverse()) this.reportTrial(t);
-      if (this.state.trial) this.reportTrial(this.state.trial);
+      for (const t of trialsToReport(this.state.trial ?? null, this.state.recentTrials ?? [])) this.reportTrial(t);
       this.transfer?.ask();
     });
     client.on('message', (topic, payload) => this.onMessage(topic, payload));

@@ -74,6 +74,22 @@ export function rememberTrial(latest: TrialRecord | null, recent: readonly Trial
   return { trial: next, recentTrials: older.filter((r) => r.seq !== next.seq).slice(0, RECENT_TRIALS_LIMIT) };
 }
 
+/**
+ * What to re-report on (re)connect, oldest first: the latest record of each rollout only. An
+ * older trial of a rollout that has a newer one (interrupted, then sent again) is settled news,
+ * and must not arrive after, and be mistaken for the outcome of, the one that replaced it.
+ */
+export function trialsToReport(latest: TrialRecord | null, recent: readonly TrialRecord[]): TrialRecord[] {
+  const seen = new Set<string>();
+  const out: TrialRecord[] = [];
+  for (const t of [latest, ...recent]) {
+    if (!t || seen.has(t.rolloutId)) continue;
+    seen.add(t.rolloutId);
+    out.push(t);
+  }
+  return out.reverse();
+}
+
 /** A trial desired state at or below lastSeq: the record that answers it, if the device ran it (never run again). */
 export function findTrial(seq: number, latest: TrialRecord | null, recent: readonly TrialRecord[]): TrialRecord | undefined {
   if (latest?.seq === seq) return latest;
