@@ -71,7 +71,7 @@ test('agreement: top-1 share and max abs error against the reference, sample by 
 
 test('agreement: an output missing or of another shape cannot agree; NaN is an error, not a match', () => {
   const ref = [t([0.1, 0.9])];
-  assert.deepEqual(computeAgreement(ref, [{ other: ref[0]!.output }]), { top1: 0, maxAbsError: 1e308, samples: 1 });
+  assert.deepEqual(computeAgreement(ref, [{}]), { top1: 0, maxAbsError: 1e308, samples: 1 });
   assert.deepEqual(computeAgreement(ref, [t([0.1, 0.9, 0])]), { top1: 0, maxAbsError: 1e308, samples: 1 });
   assert.equal(computeAgreement(ref, [t([NaN, 0.9])]).maxAbsError, 1e308);
   assert.equal(argmax(Float32Array.from([1, 3, 3])), 1, 'the first on ties');
@@ -169,4 +169,15 @@ test('on reconnect only the latest trial of each rollout is re-reported, oldest 
   const recent = [rec(11, 'rol_b'), rec(10, 'rol_a'), rec(9, 'rol_c')];
   assert.deepEqual(trialsToReport(latest, recent).map((t) => t.seq), [9, 11, 12]);
   assert.deepEqual(trialsToReport(null, []), []);
+});
+
+test('agreement: outputs renamed by a conversion (TFLite) pair up by position; the first output in the model\'s order decides top-1', () => {
+  const ref = [{ logits: { dims: [1, 3], data: Float32Array.from([0.1, 0.7, 0.2]) }, aux: { dims: [1], data: Float32Array.from([5]) } }];
+  const renamed = [{ 'StatefulPartitionedCall:0': { dims: [3], data: Float32Array.from([0.1, 0.6, 0.2]) }, 'StatefulPartitionedCall:1': { dims: [1], data: Float32Array.from([5.5]) } }];
+  const a = computeAgreement(ref, renamed);
+  assert.equal(a.top1, 1);
+  assert.ok(Math.abs(a.maxAbsError - 0.5) < 1e-6, String(a.maxAbsError));
+  // With the names in common, names win over position.
+  const swapped = [{ aux: { dims: [1], data: Float32Array.from([5]) }, logits: { dims: [1, 3], data: Float32Array.from([0.1, 0.7, 0.2]) } }];
+  assert.deepEqual(computeAgreement(ref, swapped), { top1: 1, maxAbsError: 0, samples: 1 });
 });

@@ -21,15 +21,28 @@ export function argmax(data: ArrayLike<number | bigint>): number {
 }
 
 /**
+ * Which candidate output answers each reference output: by name when the candidate has every
+ * name, else by position (a TFLite conversion renames outputs, `output` becoming
+ * `StatefulPartitionedCall:0`, and keeps their order). Null where there is nothing to pair.
+ */
+function pairOutputs(ref: SampleOutputs, got: SampleOutputs): [OutputTensor, OutputTensor | undefined][] {
+  const names = Object.keys(ref);
+  if (names.every((n) => n in got)) return names.map((n) => [ref[n]!, got[n]]);
+  const theirs = Object.values(got);
+  return names.map((n, i) => [ref[n]!, theirs[i]]);
+}
+
+/**
  * Pure: how a candidate's outputs on the device compare with the reference candidate's on the
  * same golden inputs (sample i of one against sample i of the other: golden inputs are the same
- * seeded inputs for every variant of a build).
+ * seeded inputs for every variant of a build, in each variant's own layout).
  *
- * - `top1`: share of samples whose top-1 class (argmax of the first output, by name order of the
- *   reference) equals the reference's.
- * - `maxAbsError`: the largest absolute difference over every output both have. An output
- *   missing from the candidate, or of another shape, cannot agree: it counts as a top-1 miss and
- *   an error of 1e308 (JSON has no Infinity).
+ * - `top1`: share of samples whose top-1 class (argmax of the first output, in the model's
+ *   order) equals the reference's.
+ * - `maxAbsError`: the largest absolute difference over every output. An output missing from
+ *   the candidate, or of another size, cannot agree: a top-1 miss when it is the first, and an
+ *   error of 1e308 (JSON has no Infinity). Shapes are compared by element count, so a layout
+ *   that only differs in its dims ([1,10] against [10]) still compares.
  * - `samples`: the samples compared (the fewer of the two).
  */
 export function computeAgreement(reference: readonly SampleOutputs[], candidate: readonly SampleOutputs[]): TrialAgreement {
@@ -37,15 +50,10 @@ export function computeAgreement(reference: readonly SampleOutputs[], candidate:
   let same = 0;
   let maxErr = 0;
   for (let i = 0; i < n; i++) {
-    const ref = reference[i]!;
-    const got = candidate[i]!;
-    const names = Object.keys(ref).sort();
-    let sampleAgrees = true;
-    names.forEach((name, k) => {
-      const a = ref[name]!;
-      const b = got[name];
-      const comparable = b !== undefined && a.data.length === b.data.length && a.dims.join() === b.dims.join();
-      if (!comparable) {
+    const pairs = pairOutputs(reference[i]!, candidate[i]!);
+    let sampleAgrees = pairs.length > 0;
+    pairs.forEach(([a, b], k) => {
+      if (b === undefined || a.data.length !== b.data.length) {
         maxErr = Infinity;
         if (k === 0) sampleAgrees = false;
         return;
@@ -57,7 +65,6 @@ export function computeAgreement(reference: readonly SampleOutputs[], candidate:
       }
       if (k === 0 && argmax(a.data) !== argmax(b.data)) sampleAgrees = false;
     });
-    if (names.length === 0) sampleAgrees = false;
     if (sampleAgrees) same++;
   }
   return { top1: n === 0 ? 0 : same / n, maxAbsError: Number.isFinite(maxErr) ? maxErr : 1e308, samples: n };
