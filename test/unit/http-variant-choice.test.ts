@@ -86,7 +86,7 @@ test('strict input: selection and the plan\'s trial fields are checked, naming t
   let res = await post('/v1/builds', { modelId: 'mdl_v', selection: 'devices' });
   assert.equal(res.statusCode, 400, res.body);
   assert.match(json(res).error.message, /selection/);
-  for (const [trial, field] of [[{ rounds: 0 }, /trial\.rounds/], [{ rounds: 21 }, /trial\.rounds/], [{ timeoutSec: 0 }, /trial\.timeoutSec/], [{ measureAgian: true }, /trial has unknown field 'measureAgian'/]] as const) {
+  for (const [trial, field] of [[{ rounds: 0 }, /trial\.rounds/], [{ rounds: 21 }, /trial\.rounds/], [{ timeoutSec: 0 }, /trial\.timeoutSec/], [{ measureAgian: true }, /trial has unknown field 'measureAgian'/], [{ timeoutSec: 3600 }, /^trial\.timeoutSec: 3600 s is not less than timeouts\.quorumSec/]] as const) {
     res = await post('/v1/rollouts', { buildId: 'bld_in', target: {}, trial });
     assert.equal(res.statusCode, 400, res.body);
     assert.match(json(res).error.message, field);
@@ -231,4 +231,31 @@ test('trial reports that are not this device\'s, or for no trial under way, are 
   assert.equal(trialReport(rid, a, 'done', { 'int8-static': 1 }, bundles), null);
   t.services.engine.forget();
   assert.deepEqual((await getRollout(rid)).choices[0].candidates.map((x: any) => x.devices.length), [0, 0, 1]);
+});
+
+test('after a restart a trial desired state is republished byte for byte, and a trial intent the crash caught unsigned is signed as a trial, never as an install', async () => {
+  const bundles = deviceBuild('bld_rs');
+  const [a, b] = devices('f', 2) as [string, string];
+  const res = await post('/v1/rollouts', { buildId: 'bld_rs', target: { tags: ['f'] }, waves: [{ name: 'all', size: { percent: 100 }, bakeSec: 0 }] });
+  const rid = json(res).rollout.id as string;
+  await t.services.engine.idle();
+  const sent = t.published.filter((p) => p.deviceId === a).at(-1)!.desired!;
+  assert.equal(sent.kind, 'trial');
+  // b's intent as a crash between writing and signing leaves it: written, never signed
+  const store = t.services.rolloutStore;
+  const seq = store.allocateDesired(b, rid, bundles.fp32!, { candidates: PRECISIONS.map((p) => bundles[p]!), referenceBundleId: bundles.fp32!, rounds: 4 });
+  t.published.length = 0;
+  const { republished, signed } = await t.services.rollouts.resume();
+  await t.services.engine.idle();
+  assert.ok(republished >= 2 && signed >= 1, JSON.stringify({ republished, signed }));
+  const again = t.published.filter((p) => p.deviceId === a).at(-1)!.desired!;
+  const { roots: _r1, ...sentNoRoots } = sent as typeof sent & { roots?: unknown };
+  const { roots: _r2, ...againNoRoots } = again as typeof again & { roots?: unknown };
+  assert.deepEqual(againNoRoots, sentNoRoots, 'the same signed trial');
+  const bs = t.published.filter((p) => p.deviceId === b).at(-1)!.desired!;
+  assert.equal(bs.seq, seq);
+  assert.equal(bs.kind, 'trial');
+  assert.equal(bs.trial!.rounds, 4);
+  assert.deepEqual(bs.trial!.candidates.map((c) => c.manifest.bundleId), PRECISIONS.map((p) => bundles[p]));
+  assert.equal(verifyDesiredSignature(bs, t.deps.signingPublicKey), true);
 });

@@ -256,3 +256,22 @@ test('a host build (no trial in the snapshot) never trials', () => {
   assert.equal(ofKind(r.decisions, 'trial-dispatch').length, 0);
   assert.equal(ofKind(r.decisions, 'dispatch').length, 4);
 });
+
+test('continuous membership: a device that joins after the canary passed gets its profile\'s chosen variant, no trial', () => {
+  const p = plan({ membership: 'continuous', waves: [{ name: 'canary', size: { count: 2 }, bakeSec: 0 }, { name: 'rest', size: { percent: 100 }, bakeSec: 0 }] });
+  let r = step(p, snapshot(p, fleet(2, ['pi4'])), T0);
+  let snap = r.snap;
+  for (const id of canary(snap)) snap = report(snap, id, { 'int8-static': 5, 'int8-dynamic': 8, fp32: 10 }, T0 + SEC);
+  r = step(p, snap, T0 + 2 * SEC);
+  snap = r.snap;
+  for (const id of canary(snap)) snap = install(snap, id, T0 + 3 * SEC);
+  r = step(p, snap, T0 + 10 * SEC);
+  assert.equal(ofKind(r.decisions, 'wave-passed').length >= 1, true);
+  const late = fleet(3, ['pi4'])[2]!;
+  snap = { ...r.snap, devices: { ...r.snap.devices, [late.id]: { ...late } }, candidates: [late.id] };
+  r = step(p, snap, T0 + 20 * SEC);
+  const added = ofKind(r.decisions, 'add-member');
+  assert.deepEqual(added.map((d) => [d.member.deviceId, d.member.bundleId, d.member.phase]), [[late.id, bid('pi4', 'int8-static'), 'waiting']]);
+  assert.equal(ofKind(r.decisions, 'trial-dispatch').length, 0);
+  assert.deepEqual(ofKind(r.decisions, 'dispatch').map((d) => [d.deviceId, d.bundleId]), [[late.id, bid('pi4', 'int8-static')]]);
+});

@@ -112,6 +112,12 @@ function normalizeChecked(body: RolloutRequest, ctx: PlanContext): PlanResult {
     }
   }
 
+  // A canary waits for its trials before it installs: a trial timeout past the quorum timeout
+  // would pause every device build's canary for want of quorum before its trials could end.
+  const trialTimeout = body.trial?.timeoutSec ?? D.trial.timeoutSec;
+  const quorum = body.timeouts?.quorumSec ?? D.timeouts.quorumSec;
+  if (trialTimeout >= quorum) return invalid('trial.timeoutSec', `${trialTimeout} s is not less than timeouts.quorumSec (${quorum} s): the canary would pause for quorum before its trials could time out`);
+
   const s = body.schedule;
   const startAt = s?.startAt ?? null;
   const endAt = s?.endAt ?? null;
