@@ -275,3 +275,16 @@ test('continuous membership: a device that joins after the canary passed gets it
   assert.equal(ofKind(r.decisions, 'trial-dispatch').length, 0);
   assert.deepEqual(ofKind(r.decisions, 'dispatch').map((d) => [d.deviceId, d.bundleId]), [[late.id, bid('pi4', 'int8-static')]]);
 });
+
+test('a profile the rollout has no device of chooses nothing; one with devices but none in the canary chooses at once (the reference, without figures)', () => {
+  const p = plan({ waves: [{ name: 'canary', size: { count: 1 }, bakeSec: 0 }, { name: 'rest', size: { percent: 100 }, bakeSec: 0 }] });
+  const s = snapshot(p, fleet(2, ['pi4']));
+  const withJetson = { ...s, trial: trialOf(['pi4', 'jetson']) };
+  const r = step(p, withJetson, T0);
+  assert.deepEqual(ofKind(r.decisions, 'choose-variant').map((d) => d.profile), [], 'no Jetson in the rollout: no Jetson choice');
+  // the canary of one is a pi4; a second pi4 sits in the rest, and a profile with only rest members:
+  const jet = fleet(1, ['jetson'])[0]!;
+  const m = { ...r.snap.members[0]!, deviceId: jet.id, profile: 'jetson', wave: 1, order: 99, trialState: null, phase: 'waiting' as const, bundleId: null };
+  const r2 = step(p, { ...r.snap, members: [...r.snap.members, m], devices: { ...r.snap.devices, [jet.id]: { ...jet } } }, T0 + SEC);
+  assert.deepEqual(ofKind(r2.decisions, 'choose-variant').map((d) => [d.profile, d.choice.precision, d.choice.cause]), [['jetson', 'fp32', 'fallback']]);
+});

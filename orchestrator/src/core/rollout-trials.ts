@@ -11,7 +11,8 @@
  *      canary still connecting is waited for, for a while);
  *   4. the choice gives every member of the profile still without a bundle the winner, and
  *      dispatch() installs it, canary first, like any other bundle.
- * A profile with no canary member at all chooses at once (stored results, or the reference).
+ * A profile with members but none in the canary chooses at once (stored results, or the
+ * reference); a profile the rollout has no device of chooses nothing.
  */
 import type { TrialReport } from '@edgepack/protocol';
 import type { RolloutMember, TrialPlan, TrialResultRecord } from '../records.js';
@@ -43,6 +44,8 @@ export function trialStep(w: RolloutWork): void {
   for (const m of w.members) if (m.trialState === 'dispatched' || m.trialState === 'running') inFlight++;
   for (const profile of Object.keys(trial.profiles).sort()) {
     if (w.choices.has(profile)) continue;
+    // Only profiles the rollout has devices of (a late joiner of another profile brings its own in).
+    if (!w.members.some((m) => m.profile === profile)) continue;
     const tprof = trial.profiles[profile]!;
     const bundles = new Set(tprof.candidates.map((c) => c.bundleId));
     const ours = (r: { rolloutId: string; profile: string; bundleId: string }) => r.profile === profile && bundles.has(r.bundleId);
