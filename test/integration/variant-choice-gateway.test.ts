@@ -89,6 +89,23 @@ test('trial reports count only when the device signed them; hostile ones are ref
   assert.deepEqual((await orch.api('GET', `/v1/rollouts/${rolloutId}`)).body.rollout.choices, [], 'nothing was chosen on forged figures');
   assert.equal((await orch.api('GET', '/v1/health')).status, 200, 'the orchestrator is still up');
 
+  // kill -9 of the orchestrator in the middle of the trial: after the restart the trial desired
+  // state comes back as it was (retained again), and the device's report still counts
+  await orch.proc.kill('SIGKILL');
+  client.end(true);
+  orch = await startOrchestrator(join(dir.path, 'o'), ['--log-level', 'warn']);
+  desired.length = 0;
+  client = await new Promise<mqtt.MqttClient>((resolve, reject) => {
+    const c = mqtt.connect({ ...orch.mqttOptions(), clientId: id, username: id, password: createDeviceCredential(id, keys.secretKey, new Date()), reconnectPeriod: 0, connectTimeout: 5000, clean: true });
+    c.once('connect', () => resolve(c));
+    c.once('error', reject);
+  });
+  client.on('message', (topic, p) => { if (topic.endsWith('/desired') && p.length) desired.push(JSON.parse(p.toString())); });
+  await client.subscribeAsync([deviceTopic(id, 'desired')], { qos: 1 });
+  const back = await until('the trial again after the restart', async () => desired[0], 10_000);
+  assert.deepEqual([back.kind, back.seq, back.signature], ['trial', trial.seq, trial.signature], 'the same signed trial');
+  assert.deepEqual((await orch.api('GET', `/v1/rollouts/${rolloutId}`)).body.rollout.choices, []);
+
   // the device's own signed report is folded, and the choice follows it
   await client.publishAsync(deviceTopic(id, 'trial-report'), JSON.stringify(signTrialReport(report, keys.secretKey)), { qos: 1 });
   const chosen = await until('the choice', async () => (await orch.api('GET', `/v1/rollouts/${rolloutId}`)).body.rollout.choices[0], 10_000);
