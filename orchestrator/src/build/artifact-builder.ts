@@ -156,8 +156,8 @@ export async function buildArtifacts(job: BuildJob, progress: Progress = () => u
     const candidates = candidatesFor(profile, 'onnx');
     const decisions: CandidateDecision[] = [];
     let chosen: { c: Candidate; p: Produced } | undefined;
-    /** A device build: every candidate meeting the budgets but the host's latency, with whether the host would take it. */
-    const kept: { c: Candidate; p: Produced; reason: string; host: boolean }[] = [];
+    /** A device build: every candidate meeting the budgets but the host's latency. */
+    const kept: { c: Candidate; p: Produced; reason: string }[] = [];
     for (const c of candidates) {
       const t0 = performance.now();
       try {
@@ -170,7 +170,7 @@ export async function buildArtifacts(job: BuildJob, progress: Progress = () => u
           continue;
         }
         const onDevice = verdict.accepted ? verdict : judgeCandidate(profile, c, p.metrics, { hostLatency: false });
-        if (onDevice.accepted) kept.push({ c, p, reason: onDevice.reason, host: chosen?.c === c });
+        if (onDevice.accepted) kept.push({ c, p, reason: onDevice.reason });
       } catch (err) {
         decisions.push({ ...c, accepted: false, reason: errorMessage(err), ms: Math.round(performance.now() - t0) });
       }

@@ -324,8 +324,9 @@ export class Store {
   }
 
   /**
-   * Whether the orchestrator ever assigned this bundle to this device. Access to bundle bytes
-   * is decided by this record of ours, never by what a device reports about itself.
+   * Whether the orchestrator ever assigned this bundle to this device (to install, to roll back
+   * to, or to trial: trial_grants, issue 10). Access to bundle bytes is decided by this record
+   * of ours, never by what a device reports about itself.
    */
   isBundleAssigned(deviceId: string, bundleId: string): boolean {
     return !!this.stmt(`SELECT 1 FROM rollout_members WHERE device_id = ? AND ((bundle_id = ? AND first_dispatched_ms IS NOT NULL)
