@@ -123,7 +123,11 @@ async function setup(name: string, o: { tmpfs?: string; active?: Candidate } = {
     dir: dir.path, broker, rig, reportsOf, final, infer, assertUntouched,
     get device() { return d; },
     get lines() { return d.lines; },
-    restart: async () => { await d.stop(); d = await device(dir.path, broker.port); },
+    restart: async () => {
+      await d.stop();
+      d = await device(dir.path, broker.port);
+      await until('serving again', async () => d.serving.service.ready, 20_000, 20);
+    },
   };
 }
 
@@ -132,7 +136,7 @@ function assertSigned(r: TrialReport): void {
   assert.ok(verifyTrialReport(r, DEVICE.publicKey), 'signed by the device key');
 }
 
-test('a trial of three real candidates: running, then done with every candidate\'s figures and agreement; the active model serves throughout and nothing of the install flow moves', async () => {
+test('a trial of three real candidates: running, then done with every candidate\'s figures and agreement; the active model serves throughout and nothing of the install flow moves', async (t) => {
   const s = await setup('agent-trial');
   const c = await candidates();
   for (const k of ['fp32', 'int8', 'fp16']) s.rig.add(c[k]!);
@@ -163,6 +167,7 @@ test('a trial of three real candidates: running, then done with every candidate\
     assert.equal(f.golden.passed, true);
     assert.equal(r.agreement!.samples, 4);
   }
+  for (const r of done.results) t.diagnostic(`${r.precision}: p50 ${r.result!.latencyMs.p50} ms, p95 ${r.result!.latencyMs.p95} ms, load ${r.result!.loadMs} ms, rss ${(r.result!.peakRssBytes / 2 ** 20).toFixed(0)} MiB, agreement top1 ${r.agreement!.top1} maxAbsError ${r.agreement!.maxAbsError.toExponential(2)}`);
   const [ref, int8, fp16] = done.results;
   assert.deepEqual(ref!.agreement, { top1: 1, maxAbsError: 0, samples: 4 }, 'the reference agrees with itself');
   // The quantized model's outputs are close to the reference's but not equal: measured, not assumed.
