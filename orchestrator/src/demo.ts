@@ -69,8 +69,8 @@ export function parseDemoArgs(argv: readonly string[]): { selection: 'host' | 'd
   let selection: 'host' | 'device' = 'host';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const v = a.startsWith('--selection=') ? a.slice('--selection='.length) : a === '--selection' ? argv[++i] : undefined;
-    if (v === undefined) throw new Error(`unknown argument ${a}; the demo takes --selection host|device`);
+    if (a !== '--selection' && !a.startsWith('--selection=')) throw new Error(`unknown argument ${a}; the demo takes --selection host|device`);
+    const v = a === '--selection' ? argv[++i] : a.slice('--selection='.length);
     if (v !== 'host' && v !== 'device') throw new Error(`--selection takes host or device, not ${JSON.stringify(v ?? '')}`);
     selection = v;
   }
