@@ -3,6 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import type { BenchmarkResult, DesiredState, SignedManifest } from '@edgepack/protocol';
 import { tempPrefix, writeFileAtomic } from './durable-file.js';
 import type { Logger } from './logger.js';
+import { isTrialRecord, type TrialRecord } from './trial/trial-state.js';
 import type { Phase } from './update-machine.js';
 
 /**
@@ -36,6 +37,13 @@ export interface AgentState {
    * the connection was down still reaches the orchestrator.
    */
   recent: Action[];
+  /**
+   * The latest trial (a desired state of kind `trial`; see trial/), running or reported, and the
+   * few before it, newest first. Absent until the device's first trial. A trial is no Action: it
+   * never touches the install flow's phases or slots.
+   */
+  trial?: TrialRecord | null;
+  recentTrials?: TrialRecord[];
 }
 
 export const RECENT_LIMIT = 8;
@@ -71,6 +79,9 @@ function parseState(text: string): AgentState {
   if (raw.action != null && !isAction(raw.action)) throw new Error('action is malformed');
   if (raw.queued != null && !(isObject(raw.queued) && typeof raw.queued.seq === 'number' && isObject(raw.queued.bundle))) throw new Error('queued is malformed');
   const recent = Array.isArray(raw.recent) ? raw.recent.filter(isAction) : [];
+  // A damaged trial record is dropped, not trusted: a trial is only ever measured, never resumed.
+  if ('trial' in raw && raw.trial !== null && !isTrialRecord(raw.trial)) delete raw.trial;
+  if ('recentTrials' in raw) raw.recentTrials = Array.isArray(raw.recentTrials) ? raw.recentTrials.filter(isTrialRecord) : [];
   return { ...emptyState(), ...(raw as Partial<AgentState>), recent };
 }
 

@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import {
   DesiredStateSchema, DeviceTopic, EdgepackError, NoticeSchema, PROTOCOL_VERSION, parseDeviceTopic, TrustVerifier, Validator, catalogueCode, createChunkDecoder,
-  deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, signStatusReport, verifyFileIntegrity,
-  type BenchmarkResult, type DesiredState, type ErrorCode, type SignedManifest, type SignedRoot,
+  deviceTopic, errorCode, errorMessage, isErrorCode, pinnedKeyRoot, signStatusReport, signTrialReport, verifyFileIntegrity,
+  type BenchmarkResult, type BundleFile, type DesiredState, type ErrorCode, type SignedManifest, type SignedRoot,
 } from '@edgepack/protocol';
 import { loadState, RECENT_LIMIT, StateStore, type AgentState, type Action } from './agent-state.js';
-import { benchmarkInChild } from './benchmark.js';
+import { benchmarkInChild, benchmarkOutcomeInChild } from './benchmark.js';
 import { BundleSlots, sha256File, type ActiveRecord } from './bundle-slots.js';
 import { ChunkDownload } from './chunk-download.js';
 import { DeviceLink } from './device-link.js';
@@ -17,6 +17,11 @@ import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } 
 import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay, rememberTlsSession } from './device-session.js';
 import { loadTrustedRoot, saveTrustedRoot, type Identity } from './identity.js';
 import type { Logger } from './logger.js';
+import { ScratchSlot } from './trial/scratch-slot.js';
+import { TrialStop, runTrial } from './trial/trial-run.js';
+import {
+  failTrial, findTrial, finishTrial, interruptedAfterRestart, isTrial, rememberTrial, startTrial, trialsToReport, trialReport, trialRequestProblem, type TrialRecord,
+} from './trial/trial-state.js';
 import { isTerminal, nextPhase, type UpdateEvent } from './update-machine.js';
 
 export interface AgentOptions {
@@ -57,6 +62,13 @@ class StepError extends EdgepackError {
 /**
  * The device agent. MQTT and files are its edges; the flow itself is the transition table in
  * update-machine.ts. Every phase change is persisted before it is acted on and then reported.
+ *
+ * A desired state of kind `trial` is not an install: it runs on the same one-at-a-time chain
+ * (`running`), but through trial/ (runTrial, a scratch slot of its own), and it never moves the
+ * active pointer, the install slots or the serving service. Between the two kinds the rule is the
+ * installs' own: the newer seq wins — a newer desired state stops a trial at once (reported
+ * failed, TRIAL_SUPERSEDED) and stops an install still downloading; an install past downloading
+ * finishes first (its bundle is already in a slot), and the trial then runs.
  */
 export class Agent {
   private state!: AgentState;
@@ -84,9 +96,16 @@ export class Agent {
   /** The last TLS session the broker gave us, offered again on reconnect (see rememberTlsSession). */
   private tlsSession?: Buffer;
   private readonly startedAt = Date.now();
+  /** The trial scratch slot: never one of the install slots. */
+  private readonly scratch: ScratchSlot;
+  /** Whether `running` is a trial (rather than the install loop). */
+  private trialRunning = false;
+  /** Set to stop the trial in progress (a newer desired state). */
+  private trialStop?: TrialStop;
 
   constructor(private readonly o: AgentOptions) {
     this.slots = new BundleSlots(o.dataDir);
+    this.scratch = new ScratchSlot(o.dataDir);
     this.store = new StateStore(o.dataDir);
     this.link = new DeviceLink(o.identity.deviceId);
   }
@@ -98,6 +117,7 @@ export class Agent {
 
   async start(): Promise<void> {
     this.state = await loadState(this.o.dataDir, this.o.log);
+    await this.recoverTrial();
     this.trust = await this.loadTrust();
     const active = await this.slots.readActive();
     this.activeBundleId = active?.bundleId ?? null;
@@ -151,6 +171,7 @@ export class Agent {
       const d = this.state.action;
       for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
       if (d) this.report(d);
+      for (const t of trialsToReport(this.state.trial ?? null, this.state.recentTrials ?? [])) this.reportTrial(t);
       this.download?.ask();
     });
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
@@ -323,7 +344,12 @@ export class Agent {
     }
     await this.persist();
     if (!this.running) return; // stopping: the queued one starts after the restart
-    if (d && d.phase === 'downloading') {
+    if (this.trialRunning) {
+      // A trial measures, it installs nothing: the newer desired state needs no wait for it.
+      this.trialStop = new TrialStop('TRIAL_SUPERSEDED', `replaced by rollout ${desired.rolloutId} (seq ${desired.seq}) during the trial`);
+      this.download?.fail(this.trialStop);
+      this.o.log.info({ rolloutId: desired.rolloutId, seq: desired.seq }, 'newer desired state stops the trial in progress');
+    } else if (d && d.phase === 'downloading') {
       // The orchestrator serves only a device's latest bundle, and nothing of this one is
       // installed yet: stop it (reported as SUPERSEDED) and let the newer one start.
       this.cancelDownload = new StepError('SUPERSEDED', `replaced by rollout ${desired.rolloutId} (seq ${desired.seq}) before it was downloaded`);
@@ -336,6 +362,7 @@ export class Agent {
 
   /** A desired state at or below lastSeq: a redelivery to repeat an answer to, or an older one that will never run. */
   private async onOldDesired(desired: DesiredState): Promise<void> {
+    if (isTrial(desired)) return this.onOldTrial(desired);
     const answer = answerOldDesired(desired, { current: this.state.action, queued: this.state.queued, recent: this.state.recent });
     if (answer.kind === 'report') return this.report(answer.action);
     if (answer.kind === 'wait') return; // waits its turn
@@ -347,6 +374,10 @@ export class Agent {
 
   /** Records and reports `old` as failed with SUPERSEDED: a newer desired state replaced it before it started. */
   private supersede(old: DesiredState, by: DesiredState | null): void {
+    if (isTrial(old)) {
+      const why = by ? `replaced by rollout ${by.rolloutId} (seq ${by.seq}) before the trial started` : `a newer desired state (seq ${this.state.lastSeq}) was already handled`;
+      return this.noteTrial(failTrial(old, 'TRIAL_SUPERSEDED', why, new Date()));
+    }
     const reason = by ? `replaced by rollout ${by.rolloutId} (seq ${by.seq}) before it started` : `a newer desired state (seq ${this.state.lastSeq}) was already handled`;
     const d: Action = { rolloutId: old.rolloutId, seq: old.seq, bundle: old.bundle, phase: 'failed', code: 'SUPERSEDED', reason, hadPrevious: false, updatedAt: new Date().toISOString() };
     this.remember(d);
@@ -366,6 +397,7 @@ export class Agent {
   }
 
   private async begin(desired: DesiredState): Promise<void> {
+    if (isTrial(desired)) return this.beginTrial(desired);
     const manifest = desired.bundle.manifest;
     const active = await this.slots.readActive();
     this.activeBundleId = active?.bundleId ?? null;
@@ -510,6 +542,128 @@ export class Agent {
     const refusal = acceptanceFailure(m, result);
     if (refusal) throw new StepError(refusal.code, refusal.message, result);
     return result;
+  }
+
+  // ---------------------------------------------------------------- trials
+
+  /**
+   * At start-up: a trial still `running` in state.json was cut short (kill -9, power cut, a
+   * stop): it becomes failed TRIAL_INTERRUPTED (reported on connect) and its scratch slot goes.
+   * The active model was never touched, so there is nothing else to undo.
+   */
+  private async recoverTrial(): Promise<void> {
+    const now = new Date();
+    const before = [this.state.trial ?? null, ...(this.state.recentTrials ?? [])];
+    const after = before.map((t) => interruptedAfterRestart(t, now));
+    if (after.some((t, i) => t !== before[i])) {
+      for (const t of after) if (t?.code === 'TRIAL_INTERRUPTED' && !before.includes(t)) this.o.log.warn({ seq: t.seq, rolloutId: t.rolloutId }, 'a trial was interrupted by the last stop; reporting it failed');
+      this.state.trial = after[0] ?? null;
+      this.state.recentTrials = after.slice(1).filter((t): t is TrialRecord => t !== null);
+      await this.persist().catch((err) => this.o.log.error({ err: errorMessage(err) }, 'could not persist the interrupted trial'));
+    }
+    await this.scratch.remove().catch((err) => this.o.log.warn({ err: errorMessage(err) }, 'could not remove the trial scratch slot'));
+  }
+
+  /** A trial desired state at or below lastSeq: its report again if it ran (it is never run twice), else superseded. */
+  private async onOldTrial(desired: DesiredState): Promise<void> {
+    const known = findTrial(desired.seq, this.state.trial ?? null, this.state.recentTrials ?? []);
+    if (known) return this.reportTrial(known);
+    if (this.state.queued?.seq === desired.seq) return; // waits its turn
+    this.supersede(desired, null);
+    await this.persist();
+  }
+
+  /** Makes `t` the latest trial record and reports it (persisting is the caller's). */
+  private noteTrial(t: TrialRecord): void {
+    Object.assign(this.state, rememberTrial(this.state.trial ?? null, this.state.recentTrials ?? [], t));
+    this.reportTrial(t);
+    if (t.code) this.o.log.warn({ seq: t.seq, rolloutId: t.rolloutId, code: t.code }, `trial ${t.state}: ${t.reason ?? ''}`);
+  }
+
+  /** Records `t` as the latest trial, saved before it is reported (a full disk is logged; the report still goes out). */
+  private async recordTrial(t: TrialRecord): Promise<boolean> {
+    Object.assign(this.state, rememberTrial(this.state.trial ?? null, this.state.recentTrials ?? [], t));
+    let saved = true;
+    try {
+      await this.persist();
+    } catch (err) {
+      saved = false;
+      this.o.log.error({ seq: t.seq, err: errorMessage(err) }, 'could not persist the trial state');
+    }
+    return saved;
+  }
+
+  /** Starts a trial (only ever on the control chain, with nothing running). */
+  private async beginTrial(desired: DesiredState): Promise<void> {
+    this.state.queued = null;
+    const problem = trialRequestProblem(desired);
+    if (problem) {
+      const t = failTrial(desired, 'TRIAL_INVALID', problem, new Date());
+      await this.recordTrial(t);
+      return this.noteTrial(t);
+    }
+    const started = startTrial(desired, new Date());
+    // "In progress" is saved before anything is fetched: after a kill -9 the restart finds it.
+    if (!(await this.recordTrial(started))) {
+      const t = failTrial(started, 'DISK_FULL', `could not record the trial as started in ${this.o.dataDir}; not started`, new Date());
+      await this.recordTrial(t);
+      return this.noteTrial(t);
+    }
+    this.noteTrial(started);
+    this.o.log.info({ seq: desired.seq, rolloutId: desired.rolloutId, candidates: desired.trial!.candidates.map((c) => c.manifest.bundleId), rounds: desired.trial!.rounds }, 'trial started');
+    this.trialStop = undefined;
+    this.trialRunning = true;
+    this.running = this.runTrialToEnd(desired, started).catch((err) => this.o.log.error({ err: errorMessage(err) }, 'trial crashed')).finally(() => {
+      this.running = undefined;
+      this.trialRunning = false;
+      this.trialStop = undefined;
+      if (!this.stopped) void this.serially('queued action', () => this.startQueued());
+    });
+  }
+
+  private async runTrialToEnd(desired: DesiredState, started: TrialRecord): Promise<void> {
+    let end: TrialRecord;
+    try {
+      await this.scratch.remove();
+      const results = await runTrial(desired, {
+        scratch: this.scratch,
+        verifyBundle: (b) => this.verifyBundle(b),
+        installedDir: async (id) => ((await this.slots.isInstalled(id)) ? this.slots.dir(id) : null),
+        download: (bundleId, file, dir) => this.fetchFile(bundleId, file, dir),
+        downloadedPath: (dir, sha) => ChunkDownload.finalPath(dir, sha),
+        benchmark: (job) => benchmarkOutcomeInChild(job, this.o.benchmarkTimeoutMs ?? 300_000),
+        checkpoint: () => {
+          if (this.trialStop) throw this.trialStop;
+          if (this.stopped) throw new TrialStop('AGENT_STOPPING', 'agent is stopping');
+        },
+        ...(this.o.benchmarkRuns ? { runs: this.o.benchmarkRuns } : {}),
+      });
+      end = finishTrial(started, results, new Date());
+    } catch (err) {
+      await this.scratch.remove().catch(() => undefined);
+      // Stopping: left `running` on disk, so the next start reports it TRIAL_INTERRUPTED.
+      if (this.stopped) return;
+      const raw = errorCode(err);
+      const code: ErrorCode = err instanceof TrialStop ? err.code as ErrorCode : raw === 'ENOSPC' || raw === 'EDQUOT' ? 'DISK_FULL' : catalogueCode(err, 'STEP_FAILED');
+      end = failTrial(started, code, errorMessage(err), new Date());
+    }
+    await this.scratch.remove().catch((err) => this.o.log.warn({ err: errorMessage(err) }, 'could not remove the trial scratch slot'));
+    await this.recordTrial(end);
+    this.noteTrial(end);
+    this.o.log.info({ seq: end.seq, state: end.state, code: end.code, results: end.results.map((r) => ({ bundleId: r.bundleId, p95: r.result?.latencyMs.p95, code: r.code })) }, 'trial over');
+  }
+
+  /** One file of a trial candidate, through the same chunk transfer (and stall watch) as an install's. */
+  private async fetchFile(bundleId: string, file: BundleFile, dir: string): Promise<void> {
+    if (this.trialStop) throw this.trialStop;
+    const dl = new ChunkDownload(bundleId, file, dir, (index, count) =>
+      this.publish(DeviceTopic.chunkRequest, { v: PROTOCOL_VERSION, bundleId, sha256: file.sha256, index, count }));
+    this.download = dl;
+    try { await dl.run(); } finally { if (this.download === dl) this.download = undefined; }
+  }
+
+  private reportTrial(t: TrialRecord): void {
+    this.publish(DeviceTopic.trialReport, signTrialReport(trialReport(this.id.deviceId, t), this.id.secretKey));
   }
 
   private report(d: Action): void {

@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { EdgepackError, GoldenFileSchema, Validator, catalogueCode, errorMessage, modelFile, type BenchmarkResult, type Manifest } from '@edgepack/protocol';
+import { EdgepackError, GoldenFileSchema, Validator, catalogueCode, encodeTensor, errorMessage, modelFile, type BenchmarkResult, type EncodedTensor, type Manifest } from '@edgepack/protocol';
 import { decodeGolden, latencySummary, maxAbsDiff } from './benchmark-stats.js';
 import { createRunner } from './runtime/create-runner.js';
 
@@ -14,9 +14,21 @@ export interface BenchmarkJob {
   warmupRuns: number;
   runs: number;
   providers: string[];
+  /** Also hand back each golden sample's outputs (a trial compares them with the reference's). */
+  collectOutputs?: boolean;
+}
+
+/** A benchmark's figures and, when asked for, the outputs of the golden samples in file order. */
+export interface BenchmarkOutcome {
+  result: BenchmarkResult;
+  outputs?: Record<string, EncodedTensor>[];
 }
 
 export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> {
+  return (await runBenchmarkWithOutputs(job)).result;
+}
+
+export async function runBenchmarkWithOutputs(job: BenchmarkJob): Promise<BenchmarkOutcome> {
   const { manifest } = job;
   const bytes = new Uint8Array(await readFile(join(job.bundleDir, modelFile(manifest).path)));
   const goldenParsed = new Validator('golden file', GoldenFileSchema).parse(await readFile(join(job.bundleDir, manifest.golden.file)), 256 << 20);
@@ -29,8 +41,10 @@ export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> 
   const loadMs = performance.now() - t0;
   try {
     let maxErr = 0;
+    const outputs: Record<string, EncodedTensor>[] = [];
     for (const s of samples) {
       const out = await runner.run(s.inputs);
+      if (job.collectOutputs) outputs.push(Object.fromEntries(Object.entries(out).map(([k, t]) => [k, encodeTensor(t.dtype, t.dims, t.data)])));
       for (const [name, expected] of Object.entries(s.outputs)) {
         const got = out[name];
         maxErr = Math.max(maxErr, got ? maxAbsDiff(got, expected) : Infinity);
@@ -46,7 +60,7 @@ export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> 
       times.push(performance.now() - s);
     }
     const elapsed = performance.now() - started;
-    return {
+    const result: BenchmarkResult = {
       runtime: runner.runtime,
       providers: runner.providers,
       loadMs: Math.round(loadMs * 1000) / 1000,
@@ -58,6 +72,7 @@ export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> 
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       golden: { passed: maxErr <= manifest.golden.maxAbsError, maxAbsError: Number.isFinite(maxErr) ? maxErr : 1e308, samples: samples.length },
     };
+    return job.collectOutputs ? { result, outputs } : { result };
   } finally {
     await runner.close();
   }
@@ -66,8 +81,8 @@ export async function runBenchmark(job: BenchmarkJob): Promise<BenchmarkResult> 
 // When forked: take one job over IPC, answer with one message, exit.
 if (process.send) {
   process.once('message', (job: BenchmarkJob) => {
-    runBenchmark(job).then(
-      (result) => process.send!({ ok: true, result }, () => process.exit(0)),
+    runBenchmarkWithOutputs(job).then(
+      (outcome) => process.send!({ ok: true, ...outcome }, () => process.exit(0)),
       (err: unknown) => process.send!({ ok: false, code: catalogueCode(err, 'BENCHMARK_FAILED'), message: errorMessage(err) }, () => process.exit(0)),
     );
   });

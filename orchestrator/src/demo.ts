@@ -1,6 +1,9 @@
 // `npm run demo`: an orchestrator and three agents with different profiles on loopback, one
 // model rolled out to all of them, and the benchmark each device reported. Everything runs as
 // real processes in a temp dir that is removed afterwards.
+// `npm run demo -- --selection device` (issue 10): the build keeps every candidate, the agents
+// trial them before installing, and the demo prints per profile the host's pick beside the
+// devices' pick, with every candidate's figures as the devices measured them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -61,7 +64,35 @@ function httpsJson(url: string, ca: string, o: { method: string; headers: Record
   });
 }
 
+/** `--selection host|device` (default host); anything else is refused before anything starts. */
+export function parseDemoArgs(argv: readonly string[]): { selection: 'host' | 'device' } {
+  let selection: 'host' | 'device' = 'host';
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a !== '--selection' && !a.startsWith('--selection=')) throw new Error(`unknown argument ${a}; the demo takes --selection host|device`);
+    const v = a === '--selection' ? argv[++i] : a.slice('--selection='.length);
+    if (v !== 'host' && v !== 'device') throw new Error(`--selection takes host or device, not ${JSON.stringify(v ?? '')}`);
+    selection = v;
+  }
+  return { selection };
+}
+
+const fmt = (x: number | null | undefined) => (typeof x === 'number' ? x.toFixed(3) : '-');
+
+/** Per profile: the host's pick, the devices' pick, and each candidate's median p95 on the devices (from GET /v1/rollouts/:id choices). */
+export function choiceTable(choices: readonly any[]): string[] {
+  const rows = choices.map((c) => [
+    c.profile, c.hostPick?.precision ?? '-', c.precision, c.cause,
+    c.candidates.map((x: any) => `${x.precision} ${fmt(x.medianP95Ms)}${x.eligible ? '' : '✗'} (${x.devices.filter((d: any) => d.p95Ms !== null).length} dev)`).join(', '),
+  ]);
+  const head = ['profile', 'host pick', 'devices\' pick', 'cause', 'median p95 ms on the devices per candidate (✗ = not eligible)'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
+}
+
 async function main(): Promise<void> {
+  const { selection } = parseDemoArgs(process.argv.slice(2));
   const t0 = Date.now();
   const work = await mkdtemp(join(tmpdir(), 'edgepack-demo-'));
   const children: ChildProcess[] = [];
@@ -109,7 +140,7 @@ async function main(): Promise<void> {
       console.log(`dataset       ${kind!.padEnd(12)} ${file}  [${dataset.shape.join(',')}] ${dataset.dtype}`);
     }
 
-    let { build } = await api('POST', '/v1/builds', { modelId: m.id });
+    let { build } = await api('POST', '/v1/builds', { modelId: m.id, selection });
     while (build.status === 'queued' || build.status === 'running') {
       await new Promise((r) => setTimeout(r, 200));
       ({ build } = await api('GET', `/v1/builds/${build.id}`));
@@ -119,11 +150,19 @@ async function main(): Promise<void> {
       const refused = (a.decisions ?? []).filter((d: any) => !d.accepted).map((d: any) => `${d.precision} refused: ${d.reason}`);
       console.log(`artifact      ${a.profile.padEnd(18)} ${a.status.padEnd(8)} ${a.status === 'built' ? `${a.format} ${a.precision}  ${(a.sizeBytes / 1024).toFixed(0)} KiB  ${chosen?.reason ?? ''}` : a.reason}`);
       for (const r of refused) console.log(`${' '.repeat(42)}${r.slice(0, 110)}`);
+      if (selection === 'device' && a.candidates?.length) {
+        console.log(`${' '.repeat(42)}kept for the devices to trial: ${a.candidates.map((c: any) => `${c.precision}${c.hostPick ? ' (host pick)' : ''}`).join(', ')}`);
+      }
     }
 
     const devices = (await api('GET', '/v1/devices')).devices as any[];
-    let { rollout } = await api('POST', '/v1/rollouts', { buildId: build.id, target: {} });
-    const deadline = Date.now() + 120_000;
+    // Device selection: every agent is in the canary, trials first (3 rounds), then installs the
+    // winner; a short bake keeps the demo short.
+    const plan = selection === 'device'
+      ? { waves: [{ name: 'canary', size: { percent: 100 }, bakeSec: 5 }], trial: { rounds: 3, timeoutSec: 180 } }
+      : {};
+    let { rollout } = await api('POST', '/v1/rollouts', { buildId: build.id, target: {}, ...plan });
+    const deadline = Date.now() + (selection === 'device' ? 300_000 : 120_000);
     while (rollout.status === 'running' && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 250));
       ({ rollout } = await api('GET', `/v1/rollouts/${rollout.id}`));
@@ -132,8 +171,9 @@ async function main(): Promise<void> {
     const rows = rollout.devices.map((d: any) => {
       const dev = devices.find((x) => x.id === d.deviceId);
       const art = build.artifacts.find((a: any) => a.profile === dev.profile);
+      const chosen = rollout.choices?.find((c: any) => c.profile === dev.profile);
       const r = d.result;
-      return [dev.name, dev.profile, art?.precision ?? '-', d.state, r ? r.providers.join('+') : '-',
+      return [dev.name, dev.profile, chosen?.precision ?? art?.precision ?? '-', d.state, r ? r.providers.join('+') : '-',
         r ? r.loadMs.toFixed(1) : '-', r ? r.latencyMs.p50.toFixed(3) : '-', r ? r.latencyMs.p90.toFixed(3) : '-', r ? r.latencyMs.p99.toFixed(3) : '-',
         r ? r.throughputPerSec.toFixed(0) : '-', r ? (r.peakRssBytes / 2 ** 20).toFixed(0) : '-', r ? (r.golden.passed ? `pass ${r.golden.maxAbsError.toExponential(1)}` : 'FAIL') : (d.reason ?? '-').slice(0, 70)];
     });
@@ -144,6 +184,10 @@ async function main(): Promise<void> {
     console.log(line(head));
     console.log(widths.map((w) => '-'.repeat(w)).join('  '));
     for (const r of rows) console.log(line(r));
+    if (selection === 'device') {
+      console.log('\nvariant per profile: the build host\'s pick and the devices\' pick\n');
+      for (const l of choiceTable(rollout.choices ?? [])) console.log(l);
+    }
     console.log(`\nwhole loop in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     if (rollout.status !== 'succeeded') process.exitCode = 1;
   } finally {
@@ -153,7 +197,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(`demo failed: ${(err as Error).message}`);
-  process.exitCode = 1;
-});
+// Imported by a test for its pure helpers: run only as the entry point.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err) => {
+    console.error(`demo failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  });
+}

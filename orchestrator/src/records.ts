@@ -4,7 +4,7 @@
  * db/ stores them, http/ renders views of them. This module imports nothing but wire types
  * from protocol/, so the core can depend on it without reaching the database.
  */
-import type { BenchmarkResult, DeviceFacts, DeviceState, Heartbeat, Manifest, TensorSpec } from '@edgepack/protocol';
+import type { BenchmarkResult, DeviceFacts, DeviceState, Heartbeat, Manifest, TensorSpec, TrialAgreement } from '@edgepack/protocol';
 
 export interface DeviceRecord {
   id: string;
@@ -76,10 +76,19 @@ export interface BuildProgress {
   total: number;
 }
 
+/**
+ * How a build chooses each profile's variant: `host` picks one on the build host (the first
+ * candidate in the profile's order that meets every budget, host latency included); `device`
+ * keeps every candidate that meets the host's accuracy, size and RAM budgets as a bundle of its
+ * own, and a rollout's canary devices measure them to choose (issue 10).
+ */
+export type BuildSelection = 'host' | 'device';
+
 export interface BuildRecord {
   id: string;
   modelId: string;
   options: BuildOptions;
+  selection: BuildSelection;
   status: BuildStatus;
   profiles: string[];
   error: string | null;
@@ -87,6 +96,40 @@ export interface BuildRecord {
   createdAt: string;
   finishedAt: string | null;
   artifacts: ArtifactRecord[];
+}
+
+/** One candidate variant a `device` build kept for a profile: a signed bundle of its own, with the host's figures. */
+export interface BuildCandidateRecord {
+  buildId: string;
+  profile: string;
+  /** The profile's order of preference (0 first). */
+  position: number;
+  bundleId: string;
+  format: string;
+  precision: string;
+  /** What host selection would have chosen for the profile. */
+  hostPick: boolean;
+  /** The reference of the trial (fp32; outputs of the others are compared with its outputs). */
+  reference: boolean;
+  reason: string;
+  /** The host's figures (variant-selection.ts CandidateMetrics), as stored. */
+  metrics: Record<string, unknown>;
+}
+
+/** What one device measured of one candidate in a trial (kept per profile, bundle and device; the newest measurement wins). */
+export interface TrialResultRecord {
+  profile: string;
+  bundleId: string;
+  deviceId: string;
+  /** The rollout whose trial measured it. */
+  rolloutId: string;
+  precision: string;
+  result: BenchmarkResult | null;
+  agreement: TrialAgreement | null;
+  /** Set when the candidate was not measured or failed its golden check on the device. */
+  code: string | null;
+  reason: string | null;
+  measuredAt: EpochMs;
 }
 
 export interface BundleRecord {
@@ -227,6 +270,8 @@ export interface RolloutPlan {
   schedule: RolloutSchedule;
   onBreach: 'pause' | 'rollback';
   supersede: boolean;
+  /** Trials of a device build's canary (absent in plans stored before issue 10: the defaults apply). */
+  trial?: TrialPlan;
 }
 
 export type PauseCode = 'OPERATOR' | 'BREACH' | 'QUORUM' | 'GATE_UNMET' | 'AWAITING_APPROVAL' | 'SCHEDULE_ENDED';
@@ -289,11 +334,30 @@ export interface WaveRecord {
 export type MemberPhase = 'waiting' | 'dispatched' | 'succeeded' | 'failed' | 'skipped' | 'cancelled' | 'lost';
 
 /**
- * What the member does for the rollout. Only 'install' today. Issue 10 hook: canary members of
- * a device-selection build first run 'trial' steps (one per candidate) and then 'install' the
- * winner; until the winner is known the member has bundleId null and is never dispatched.
+ * What the member does for the rollout: 'install'. A canary member of a device-selection build
+ * (issue 10) first trials its profile's candidates (trialState, apart from the install's phase);
+ * until the profile's winner is chosen it has bundleId null and is never dispatched an install.
  */
 export type MemberStep = 'install';
+
+/**
+ * A canary member's trial of its profile's candidates (device builds only): dispatched (the
+ * trial desired state was sent), running (the device said it started), done (figures stored),
+ * failed (the device stopped it: TRIAL_INTERRUPTED, TRIAL_SUPERSEDED, …), timeout (no end within
+ * the plan's trial.timeoutSec). null: no trial (not canary, offline when the choice was made, or
+ * stored results were reused).
+ */
+export type TrialState = 'dispatched' | 'running' | 'done' | 'failed' | 'timeout';
+
+/** Trials of a rollout plan (used when the build's selection is `device`). */
+export interface TrialPlan {
+  /** Interleaved rounds each device runs (one benchmark per candidate per round). */
+  rounds: number;
+  /** From a member's trial dispatch to its end; after it the member is left out of the choice. */
+  timeoutSec: number;
+  /** true: measure on the canary even when stored results of these bundles exist. */
+  measureAgain: boolean;
+}
 
 /**
  * dispatched: the previous bundle was sent; done: the device runs it again; failed: the device
@@ -361,6 +425,14 @@ export interface RolloutMember {
   /** Receipt time of the newest report on the previous bundle after a rollback was sent. */
   rollbackReportAt: EpochMs | null;
   rollbackCode: string | null;
+
+  /** Issue 10: the member's trial (canary of a device build); see TrialState. */
+  trialState: TrialState | null;
+  /** Dispatch of the trial. */
+  trialAt: EpochMs | null;
+  trialEndedAt: EpochMs | null;
+  trialCode: string | null;
+  trialReason: string | null;
 }
 
 export type GateRule = 'maxFailures' | 'maxFailureRatio' | 'maxGoldenFailures' | 'maxP95Regression' | 'maxLostRatio' | 'liveErrorRate' | 'liveP95Regression';

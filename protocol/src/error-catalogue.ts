@@ -225,6 +225,7 @@ export const ERROR_CATALOGUE = {
   TRIAL_INTERRUPTED: entry(500, true, 'the device stopped during a trial (a restart or kill); its active model was left as it was'),
   TRIAL_SUPERSEDED: entry(409, false, 'a newer desired state arrived during the trial, which was stopped'),
   TRIAL_INVALID: entry(422, false, 'a trial request does not hold together (its reference is not among its candidates, say)'),
+  TRIAL_TIMEOUT: entry(504, false, 'a canary device\'s trial had no end within the rollout plan\'s trial.timeoutSec; the device is left out of the variant choice'),
 
 } as const satisfies Record<string, CatalogueEntry>;
 

@@ -5,6 +5,7 @@ import type { ReportedAction } from '../device-reports.js';
 import { writeFileAtomic } from '../durable-file.js';
 import type { Identity } from '../identity.js';
 import type { Logger } from '../logger.js';
+import type { TrialRecord } from '../trial/trial-state.js';
 import type { LatencyFigures } from './synthetic-benchmark.js';
 
 /** A bundle a simulated device has had active: what the real agent would keep a slot (and figures) of. */
@@ -41,6 +42,9 @@ export interface SimDeviceState {
   queued: DesiredState | null;
   /** The last few finished actions other than `action`, newest first; re-reported on reconnect like the agent's. */
   recent: SimAction[];
+  /** The latest trial and the few before it, as the agent keeps them (see trial/trial-state.ts); absent until the first. */
+  trial?: TrialRecord | null;
+  recentTrials?: TrialRecord[];
 }
 
 export interface StoredDevice {

@@ -13,7 +13,7 @@ const MiB = 2 ** 20;
 
 /** The one-line summary printed every second. */
 export function summaryLine(s: FleetStats): string {
-  const order = ['idle', 'downloading', 'verifying', 'installing', 'benchmarking', 'active', 'failed', 'rolled_back'];
+  const order = ['idle', 'trialing', 'downloading', 'verifying', 'installing', 'benchmarking', 'active', 'failed', 'rolled_back'];
   const states = order.filter((k) => s.states[k]).map((k) => `${k}=${s.states[k]}`).join(' ');
   return `sim ${Math.round(s.uptimeMs / 1000)}s devices=${s.devices} connected=${s.connected}/${s.online} offline=${s.offline}`
     + ` ${states || 'idle=0'} rx=${(s.bytesReceived / MiB).toFixed(1)}MiB chunks=${s.chunks} reports=${s.reports}`;

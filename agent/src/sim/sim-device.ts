@@ -1,8 +1,8 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import {
-  DeviceTopic, PROTOCOL_VERSION, deviceTopic, errorCode, errorMessage, pinnedKeyRoot, signStatusReport, verifyFileIntegrity,
+  DeviceTopic, PROTOCOL_VERSION, deviceTopic, errorCode, errorMessage, pinnedKeyRoot, signStatusReport, signTrialReport, verifyFileIntegrity,
   type BenchmarkResult, type DecodedChunk, type DesiredState, type DesiredStateSchema, type DeviceTopicKind, type NoticeSchema,
-  type SignedManifest, type SignedRoot, type TrustVerifier, type Validator,
+  type SignedManifest, type SignedRoot, type TrialCandidateResult, type TrustVerifier, type Validator,
 } from '@edgepack/protocol';
 import { RECENT_LIMIT } from '../agent-state.js';
 import { ChunkTransfer, HashingChunkSink, noticeRefusesTransfer, stalledAfterRefusal } from '../chunk-transfer.js';
@@ -10,6 +10,10 @@ import { answerOldDesired, classifyDesired, parseDesired } from '../desired-chec
 import { acceptanceFailure, heartbeatMessage, reportsTransition, statusReport } from '../device-reports.js';
 import { deviceClientOptions, deviceSubscriptions, presence, reconnectDelay, rememberTlsSession } from '../device-session.js';
 import type { Logger } from '../logger.js';
+import { combineRounds } from '../trial/trial-rounds.js';
+import {
+  failTrial, findTrial, finishTrial, interruptedAfterRestart, isTrial, rememberTrial, startTrial, trialsToReport, trialCandidates, trialReport, trialRequestProblem, type TrialRecord,
+} from '../trial/trial-state.js';
 import { isTerminal, nextPhase, reportedState, type UpdateEvent } from '../update-machine.js';
 import { HELD_LIMIT, type HeldBundle, type SimAction, type StoredDevice } from './fleet-store.js';
 import { baselineFigures, synthesizeBenchmark, unitHash, type LatencyFigures, type SpeedFactors } from './synthetic-benchmark.js';
@@ -100,6 +104,7 @@ export class SimDevice {
 
   /** What the fleet summary counts this device as: the reported state of its action, or idle. */
   get reportedState(): string {
+    if (this.state.trial?.state === 'running') return 'trialing';
     const d = this.state.action;
     if (!d) return 'idle';
     const s = reportedState(d.phase);
@@ -107,6 +112,14 @@ export class SimDevice {
   }
 
   start(): void {
+    // As the agent: a trial still running when the simulator stopped was interrupted.
+    const now = this.ctx.now();
+    const trials = [this.state.trial ?? null, ...(this.state.recentTrials ?? [])].map((t) => interruptedAfterRestart(t, now));
+    if (trials.some((t, i) => t !== [this.state.trial ?? null, ...(this.state.recentTrials ?? [])][i])) {
+      this.state.trial = trials[0] ?? null;
+      this.state.recentTrials = trials.slice(1).filter((t): t is TrialRecord => t !== null);
+      this.ctx.changed();
+    }
     const d = this.state.action;
     if (d && !isTerminal(d.phase) && d.desired) {
       // Nothing of a transfer survives a restart here (no part files): redo it from the start.
@@ -168,6 +181,7 @@ export class SimDevice {
       const d = this.state.action;
       for (const r of [...this.state.recent].reverse()) if (r.rolloutId !== d?.rolloutId) this.report(r);
       if (d) this.report(d);
+      for (const t of trialsToReport(this.state.trial ?? null, this.state.recentTrials ?? [])) this.reportTrial(t);
       this.transfer?.ask();
     });
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
@@ -273,6 +287,12 @@ export class SimDevice {
     });
     if (check.kind === 'refused') return this.ctx.log.warn({ deviceId: this.id, ...check.fields }, check.reason);
     if (check.kind === 'old') {
+      if (isTrial(check.desired)) {
+        const known = findTrial(check.desired.seq, this.state.trial ?? null, this.state.recentTrials ?? []);
+        if (known) this.reportTrial(known);
+        else if (this.state.queued?.seq !== check.desired.seq) this.supersede(check.desired, null);
+        return;
+      }
       const answer = answerOldDesired(check.desired, { current: this.state.action, queued: this.state.queued, recent: this.state.recent });
       if (answer.kind === 'report') this.report(answer.action);
       else if (answer.kind === 'supersede') this.supersede(check.desired, null);
@@ -285,7 +305,11 @@ export class SimDevice {
     if (replaced) this.supersede(replaced, desired);
     this.ctx.changed();
     if (!this.running && !this.stopped) return this.startQueued();
-    if (this.state.action?.phase === 'downloading') {
+    if (this.trialRunning) {
+      // As the agent: a trial installs nothing, so a newer desired state stops it at once.
+      this.cancel = new StepError('TRIAL_SUPERSEDED', `replaced by rollout ${desired.rolloutId} (seq ${desired.seq}) during the trial`);
+      this.transfer?.fail(this.cancel);
+    } else if (this.state.action?.phase === 'downloading') {
       // As the agent: nothing of this one is installed yet, so the newer one replaces it.
       this.cancel = new StepError('SUPERSEDED', `replaced by rollout ${desired.rolloutId} (seq ${desired.seq}) before it was downloaded`);
       this.transfer?.fail(this.cancel);
@@ -294,6 +318,7 @@ export class SimDevice {
 
   private supersede(old: DesiredState, by: DesiredState | null): void {
     const reason = by ? `replaced by rollout ${by.rolloutId} (seq ${by.seq}) before it started` : `a newer desired state (seq ${this.state.lastSeq}) was already handled`;
+    if (isTrial(old)) return this.noteTrial(failTrial(old, 'TRIAL_SUPERSEDED', reason, this.ctx.now()));
     const d: SimAction = {
       rolloutId: old.rolloutId, seq: old.seq, bundleId: old.bundle.manifest.bundleId, phase: 'failed', code: 'SUPERSEDED', reason,
       hadPrevious: false, updatedAt: this.ctx.now().toISOString(),
@@ -315,6 +340,7 @@ export class SimDevice {
   }
 
   private begin(desired: DesiredState): void {
+    if (isTrial(desired)) return this.beginTrial(desired);
     const m = desired.bundle.manifest;
     const d: SimAction = {
       rolloutId: desired.rolloutId, seq: desired.seq, bundleId: m.bundleId, phase: 'downloading',
@@ -472,6 +498,109 @@ export class SimDevice {
     const keep = new Set([s.activeBundleId, s.previousBundleId]);
     const rest = s.held.filter((h) => h.bundleId !== m.bundleId);
     s.held = [entry, ...rest.filter((h, i) => i < HELD_LIMIT - 1 || keep.has(h.bundleId))];
+  }
+
+  // ---------------------------------------------------------------- trials
+
+  private trialRunning = false;
+
+  /** Makes `t` the latest trial record (saved with the device's state) and reports it. */
+  private noteTrial(t: TrialRecord): void {
+    Object.assign(this.state, rememberTrial(this.state.trial ?? null, this.state.recentTrials ?? [], t));
+    this.ctx.changed();
+    this.reportTrial(t);
+  }
+
+  private beginTrial(desired: DesiredState): void {
+    this.state.queued = null;
+    const problem = trialRequestProblem(desired);
+    if (problem) return this.noteTrial(failTrial(desired, 'TRIAL_INVALID', problem, this.ctx.now()));
+    const started = startTrial(desired, this.ctx.now());
+    this.noteTrial(started);
+    this.cancel = undefined;
+    this.trialRunning = true;
+    this.running = (async () => {
+      let end: TrialRecord;
+      try {
+        end = finishTrial(started, await this.runTrial(desired), this.ctx.now());
+      } catch (err) {
+        if (this.stopped) return; // left running: reported TRIAL_INTERRUPTED when the simulator starts again
+        end = failTrial(started, err instanceof StepError ? err.code : errorCode(err) ?? 'STEP_FAILED', errorMessage(err), this.ctx.now());
+      }
+      this.noteTrial(end);
+    })().catch((err) => this.ctx.log.error({ deviceId: this.id, err: errorMessage(err) }, 'trial crashed')).finally(() => {
+      this.running = undefined;
+      this.trialRunning = false;
+      this.cancel = undefined;
+      if (!this.stopped) void this.serially(() => this.startQueued());
+    });
+  }
+
+  /**
+   * The agent's trial without the disk and the runtime: every candidate's manifest and files are
+   * checked for real (signature through the trusted root, every byte's hash, as sim installs do),
+   * then the figures are made up: the device's fp32 figures × the --speed factor of the
+   * candidate's precision, the same in every round. Injected failures (--fail-rate/--fail-code)
+   * hit the non-reference candidates only, so the fp32 fallback stays measurable.
+   */
+  private async runTrial(desired: DesiredState): Promise<TrialCandidateResult[]> {
+    const checkpoint = () => { if (this.cancel) throw this.cancel; if (this.stopped) throw new StepError('AGENT_STOPPING', 'simulator is stopping'); };
+    const active = this.state.held.find((h) => h.bundleId === this.state.activeBundleId);
+    const fp32 = active?.reference ?? baselineFigures(desired.bundle.manifest.acceptance.p95LatencyMs, unitHash(this.ctx.settings.seed, 'baseline', this.id));
+    const { failCode } = this.ctx.settings;
+    const reference = desired.trial!.referenceBundleId;
+    const out: TrialCandidateResult[] = [];
+    for (const c of trialCandidates(desired)) {
+      checkpoint();
+      const m = c.manifest;
+      const r: TrialCandidateResult = { bundleId: m.bundleId, precision: m.precision };
+      out.push(r);
+      const inject = m.bundleId !== reference && this.injects(m.bundleId) ? failCode : undefined;
+      try {
+        if (inject && EARLY_CODES[inject]) throw new StepError(inject, `injected failure ${inject} while ${EARLY_CODES[inject]}`);
+        this.verifyBundle(c);
+        // A bundle still in a slot (the active or previous one) needs no download.
+        if (m.bundleId !== this.state.activeBundleId && m.bundleId !== this.state.previousBundleId) {
+          for (const file of m.files) {
+            checkpoint();
+            const sink = new HashingChunkSink();
+            const t = new ChunkTransfer(m.bundleId, file, sink, (index, count) =>
+              this.publish(DeviceTopic.chunkRequest, { v: PROTOCOL_VERSION, bundleId: m.bundleId, sha256: file.sha256, index, count }));
+            this.transfer = t;
+            try { await t.run(); } finally { if (this.transfer === t) this.transfer = undefined; }
+            verifyFileIntegrity(file, await sink.digest());
+          }
+        }
+      } catch (err) {
+        if (err === this.cancel || this.stopped) throw err;
+        r.code = err instanceof StepError ? err.code : errorCode(err) ?? 'STEP_FAILED';
+        r.reason = errorMessage(err);
+        continue;
+      }
+      if (inject && inject !== 'GOLDEN_MISMATCH' && inject !== 'LATENCY_BUDGET_EXCEEDED') {
+        r.code = inject;
+        r.reason = `injected failure ${inject} while benchmarking`;
+        continue;
+      }
+      const acceptanceInject = inject === 'GOLDEN_MISMATCH' || inject === 'LATENCY_BUDGET_EXCEEDED' ? inject : undefined;
+      const { result } = synthesizeBenchmark({ manifest: m, reference: fp32, factor: 1, speed: this.ctx.settings.speed, ...(acceptanceInject ? { inject: acceptanceInject } : {}) });
+      r.result = combineRounds(Array.from({ length: desired.trial!.rounds }, () => result));
+      const samples = m.golden.count;
+      if (!r.result.golden.passed) {
+        r.code = 'GOLDEN_MISMATCH';
+        r.reason = `golden samples differ by up to ${r.result.golden.maxAbsError}, allowed ${m.golden.maxAbsError}`;
+        r.agreement = { top1: 0.5, maxAbsError: r.result.golden.maxAbsError, samples };
+      } else {
+        r.agreement = m.bundleId === reference ? { top1: 1, maxAbsError: 0, samples } : { top1: 1, maxAbsError: m.golden.maxAbsError / 10, samples };
+      }
+    }
+    checkpoint();
+    return out;
+  }
+
+  private reportTrial(t: TrialRecord): void {
+    this.ctx.counters.reports++;
+    this.publish(DeviceTopic.trialReport, signTrialReport(trialReport(this.id, t), this.rec.identity.secretKey));
   }
 
   private report(d: SimAction): void {

@@ -25,6 +25,24 @@ export interface BuildJob {
   profiles: Profile[];
   /** Blob sha256s of uploaded .npy datasets. */
   data: { calibration?: string; evaluation?: string; labels?: string };
+  /** `device` (issue 10): keep every candidate that meets the accuracy, size and RAM budgets, not only the host's pick. Default host. */
+  selection?: 'host' | 'device';
+}
+
+/** One candidate a `device` build keeps for a profile: its own model file and golden samples. */
+export interface KeptCandidate {
+  format: 'onnx' | 'tflite';
+  precision: Candidate['precision'];
+  layout: string;
+  modelFile: { sha256: string; length: number };
+  golden: { sha256: string; length: number; count: number };
+  io: { inputs: TensorSpec[]; outputs: TensorSpec[] };
+  reason: string;
+  metrics: CandidateMetrics;
+  /** What host selection picks (the first candidate that meets every budget, host latency included). */
+  hostPick: boolean;
+  /** The trial's reference: fp32 if kept, else the first kept. */
+  reference: boolean;
 }
 
 export interface ArtifactOutcome {
@@ -38,6 +56,8 @@ export interface ArtifactOutcome {
   golden?: { sha256: string; length: number; count: number };
   io?: { inputs: TensorSpec[]; outputs: TensorSpec[] };
   decisions: CandidateDecision[];
+  /** A `device` build: every kept candidate, in the profile's order (the fields above are the host's pick, or the reference without one). */
+  candidates?: KeptCandidate[];
 }
 
 export type Progress = (p: { step: string; done: number; total: number }) => void;
@@ -108,33 +128,7 @@ export async function buildArtifacts(job: BuildJob, progress: Progress = () => u
     return p;
   };
 
-  const outcomes: ArtifactOutcome[] = [];
-  let done = 0;
-  for (const profile of job.profiles) {
-    progress({ step: `profile ${profile.id}`, done, total: job.profiles.length });
-    const candidates = candidatesFor(profile, 'onnx');
-    const decisions: CandidateDecision[] = [];
-    let chosen: { c: Candidate; p: Produced } | undefined;
-    for (const c of candidates) {
-      const t0 = performance.now();
-      try {
-        const p = await produce(c);
-        const verdict = judgeCandidate(profile, c, p.metrics);
-        decisions.push({ ...c, ...verdict, metrics: p.metrics, ms: Math.round(performance.now() - t0) });
-        if (verdict.accepted) { chosen = { c, p }; break; }
-      } catch (err) {
-        decisions.push({ ...c, accepted: false, reason: errorMessage(err), ms: Math.round(performance.now() - t0) });
-      }
-    }
-    if (!chosen) {
-      const why = candidates.length === 0
-        ? `profile ${profile.id} takes ${profile.formats.join('/')} at ${profile.precisions.join('/')}; nothing to build from an ONNX upload`
-        : `no variant met the profile's budgets: ${decisions.map((d) => `${d.format} ${d.precision}: ${d.reason}`).join('; ')}`;
-      outcomes.push({ profile: profile.id, status: 'skipped', reason: why, decisions });
-      done++;
-      continue;
-    }
-    const { c, p } = chosen;
+  const goldenOf = (c: Candidate, p: Produced): Promise<{ sha256: string; length: number; count: number }> => {
     const key = `${c.format}:${c.precision}`;
     let golden = goldenCache.get(key);
     if (!golden) {
@@ -146,11 +140,67 @@ export async function buildArtifacts(job: BuildJob, progress: Progress = () => u
       })();
       goldenCache.set(key, golden);
     }
+    return golden;
+  };
+  const modelBlobOf = async (p: Produced): Promise<{ sha256: string; length: number }> => {
     const modelBlob = p.sha256 ? { sha256: p.sha256, length: p.bytes.length } : await blobs.putBytes(p.bytes).then((r) => ({ sha256: r.sha256, length: r.sizeBytes }));
     p.sha256 = modelBlob.sha256;
+    return modelBlob;
+  };
+
+  const device = job.selection === 'device';
+  const outcomes: ArtifactOutcome[] = [];
+  let done = 0;
+  for (const profile of job.profiles) {
+    progress({ step: `profile ${profile.id}`, done, total: job.profiles.length });
+    const candidates = candidatesFor(profile, 'onnx');
+    const decisions: CandidateDecision[] = [];
+    let chosen: { c: Candidate; p: Produced } | undefined;
+    /** A device build: every candidate meeting the budgets but the host's latency. */
+    const kept: { c: Candidate; p: Produced; reason: string }[] = [];
+    for (const c of candidates) {
+      const t0 = performance.now();
+      try {
+        const p = await produce(c);
+        const verdict = judgeCandidate(profile, c, p.metrics);
+        decisions.push({ ...c, ...verdict, metrics: p.metrics, ms: Math.round(performance.now() - t0) });
+        if (verdict.accepted && !chosen) chosen = { c, p };
+        if (!device) {
+          if (verdict.accepted) break;
+          continue;
+        }
+        const onDevice = verdict.accepted ? verdict : judgeCandidate(profile, c, p.metrics, { hostLatency: false });
+        if (onDevice.accepted) kept.push({ c, p, reason: onDevice.reason });
+      } catch (err) {
+        decisions.push({ ...c, accepted: false, reason: errorMessage(err), ms: Math.round(performance.now() - t0) });
+      }
+    }
+    const built = chosen ?? (kept.length ? (kept.find((k) => k.c.precision === 'fp32') ?? kept[0]!) : undefined);
+    if (!built) {
+      const why = candidates.length === 0
+        ? `profile ${profile.id} takes ${profile.formats.join('/')} at ${profile.precisions.join('/')}; nothing to build from an ONNX upload`
+        : `no variant met the profile's budgets: ${decisions.map((d) => `${d.format} ${d.precision}: ${d.reason}`).join('; ')}`;
+      outcomes.push({ profile: profile.id, status: 'skipped', reason: why, decisions });
+      done++;
+      continue;
+    }
+    const { c, p } = built;
+    const golden = await goldenOf(c, p);
+    const modelBlob = await modelBlobOf(p);
+    let keptOut: KeptCandidate[] | undefined;
+    if (device) {
+      const reference = kept.find((k) => k.c.precision === 'fp32') ?? kept[0]!;
+      keptOut = [];
+      for (const k of kept) {
+        keptOut.push({
+          format: k.c.format, precision: k.c.precision, layout: k.p.layout, modelFile: await modelBlobOf(k.p), golden: await goldenOf(k.c, k.p), io: k.p.io,
+          reason: k.reason, metrics: k.p.metrics, hostPick: chosen?.c === k.c, reference: k === reference,
+        });
+      }
+    }
     outcomes.push({
       profile: profile.id, status: 'built', format: c.format, precision: c.precision, layout: p.layout,
-      modelFile: modelBlob, golden: await golden, io: p.io, decisions,
+      modelFile: modelBlob, golden, io: p.io, decisions, ...(keptOut ? { candidates: keptOut } : {}),
     });
     done++;
   }

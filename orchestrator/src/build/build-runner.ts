@@ -21,7 +21,7 @@ export interface BuildDeps {
 }
 
 /** Golden-sample tolerance: the device runs the very artifact the orchestrator ran, so only runtime/CPU differences remain. */
-function goldenTolerance(o: ArtifactOutcome): number {
+function goldenTolerance(o: Pick<ArtifactOutcome, 'format' | 'precision'>): number {
   if (o.format === 'tflite') return 1e-3;
   return o.precision === 'fp16' ? 1e-2 : 1e-3;
 }
@@ -66,6 +66,7 @@ export async function runBuild(deps: BuildDeps, buildId: string, signal?: AbortS
     model: { sha256: model.sha256, sizeBytes: model.sizeBytes, format: model.format, inputs: model.inputs, outputs: model.outputs, ...(model.details.precision ? { precision: model.details.precision as Precision } : {}) },
     profiles,
     data: { calibration: sha(datasets.calibration), evaluation: sha(datasets.evaluation), labels: sha(datasets.labels) },
+    selection: build.selection,
   };
   let outcomes: ArtifactOutcome[];
   try {
@@ -87,27 +88,45 @@ export async function runBuild(deps: BuildDeps, buildId: string, signal?: AbortS
       store.updateArtifact(buildId, base);
       continue;
     }
-    const bundleId = newId('bdl');
-    const now = deps.now();
-    const manifest = buildManifest({
-      bundleId,
-      model: { name: model.name, version: model.version, sha256: model.sha256 },
-      profile,
-      format: o.format!,
-      precision: o.precision!,
-      ...(o.layout ? { layout: o.layout } : {}),
-      modelFile: o.modelFile!,
-      goldenFile: o.golden!,
-      io: o.io!,
-      goldenMaxAbsError: goldenTolerance(o),
-      ...(build.options.acceptance?.p95LatencyMs ? { p95LatencyMs: build.options.acceptance.p95LatencyMs } : {}),
-      now,
-      ttlDays: deps.bundleTtlDays,
-      keyId: deps.signing.keyId,
+    // One signed bundle per variant: the built artifact's, and (a device build) every kept
+    // candidate's; the host's pick and its candidate are one bundle.
+    const sign = (v: { format: 'onnx' | 'tflite'; precision: Precision; layout?: string; modelFile: { sha256: string; length: number }; golden: { sha256: string; length: number; count: number }; io: NonNullable<ArtifactOutcome['io']> }) => {
+      const bundleId = newId('bdl');
+      const now = deps.now();
+      const manifest = buildManifest({
+        bundleId,
+        model: { name: model.name, version: model.version, sha256: model.sha256 },
+        profile,
+        format: v.format,
+        precision: v.precision,
+        ...(v.layout ? { layout: v.layout } : {}),
+        modelFile: v.modelFile,
+        goldenFile: v.golden,
+        io: v.io,
+        goldenMaxAbsError: goldenTolerance(v),
+        ...(build.options.acceptance?.p95LatencyMs ? { p95LatencyMs: build.options.acceptance.p95LatencyMs } : {}),
+        now,
+        ttlDays: deps.bundleTtlDays,
+        keyId: deps.signing.keyId,
+      });
+      const signed = signManifest(manifest, deps.signing.secretKey);
+      return { id: bundleId, buildId, profile: o.profile, manifest, signature: signed.signature, createdAt: now.toISOString() };
+    };
+    const main = sign({ format: o.format!, precision: o.precision!, ...(o.layout ? { layout: o.layout } : {}), modelFile: o.modelFile!, golden: o.golden!, io: o.io! });
+    const bundleId = main.id;
+    const kept = (o.candidates ?? []).map((c, position) => {
+      const same = c.format === o.format && c.precision === o.precision;
+      return { c, position, bundle: same ? main : sign({ format: c.format, precision: c.precision, layout: c.layout, modelFile: c.modelFile, golden: c.golden, io: c.io }) };
     });
-    const signed = signManifest(manifest, deps.signing.secretKey);
     store.transaction(() => {
-      store.insertBundle({ id: bundleId, buildId, profile: o.profile, manifest, signature: signed.signature, createdAt: now.toISOString() });
+      store.insertBundle(main);
+      for (const k of kept) {
+        if (k.bundle !== main) store.insertBundle(k.bundle);
+        store.insertBuildCandidate({
+          buildId, profile: o.profile, position: k.position, bundleId: k.bundle.id, format: k.c.format, precision: k.c.precision,
+          hostPick: k.c.hostPick, reference: k.c.reference, reason: k.c.reason, metrics: k.c.metrics as unknown as Record<string, unknown>,
+        });
+      }
       store.updateArtifact(buildId, { ...base, bundleId });
     });
     anyBuilt = true;

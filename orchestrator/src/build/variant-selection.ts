@@ -62,9 +62,10 @@ export function latencyRuleApplies(profile: Profile): boolean {
 
 /**
  * Pure: whether a measured candidate meets the profile's budgets. fp32 is the reference
- * itself, so only its size and RAM are judged.
+ * itself, so only its size and RAM are judged. `hostLatency: false` (a `device` build, issue
+ * 10) leaves the build host's latency out: the devices measure speed themselves.
  */
-export function judgeCandidate(profile: Profile, c: Candidate, m: CandidateMetrics): { accepted: boolean; reason: string } {
+export function judgeCandidate(profile: Profile, c: Candidate, m: CandidateMetrics, opts: { hostLatency?: boolean } = {}): { accepted: boolean; reason: string } {
   const b = profile.budgets;
   if (m.sizeBytes > b.maxModelBytes) return { accepted: false, reason: `model is ${m.sizeBytes} bytes, over the profile's ${b.maxModelBytes}-byte budget` };
   if (m.estimatedRamBytes > b.maxRamBytes) return { accepted: false, reason: `needs an estimated ${m.estimatedRamBytes} bytes of RAM, over the profile's ${b.maxRamBytes}-byte budget` };
@@ -76,7 +77,7 @@ export function judgeCandidate(profile: Profile, c: Candidate, m: CandidateMetri
     } else if (m.top1Agreement < MIN_AGREEMENT) {
       return { accepted: false, reason: `top-1 agreement with fp32 is ${pct(m.top1Agreement)} on ${m.samples} ${m.data} samples, under ${pct(MIN_AGREEMENT)}` };
     }
-    if (c.format === 'onnx' && m.latencyRatio !== undefined && latencyRuleApplies(profile) && m.latencyRatio > LATENCY_TOLERANCE) {
+    if ((opts.hostLatency ?? true) && c.format === 'onnx' && m.latencyRatio !== undefined && latencyRuleApplies(profile) && m.latencyRatio > LATENCY_TOLERANCE) {
       return { accepted: false, reason: `${m.latencyRatio.toFixed(2)}× the fp32 latency on the build host: slower than fp32` };
     }
   }

@@ -16,7 +16,9 @@
  *      passing opens the next (or waits for approval, or finishes); short of quorum after
  *      quorumSec pauses;
  *   4. late joiners (continuous) join the open wave once the canary passed, or the tail wave;
- *   5. dispatch waiting members of opened waves, within maxInFlight, maxPerMinute and, for a
+ *   5. trials (a device build, issue 10: core/rollout-trials.ts): the canary trials each
+ *      profile's candidates, then the profile's variant is chosen and its members get it;
+ *   6. dispatch waiting members of opened waves, within maxInFlight, maxPerMinute and, for a
  *      device's first start, the schedule's windows.
  * A rollout rolling back (or rolled back, while devices that were offline come back) only
  * returns touched devices to their previous bundles.
@@ -26,12 +28,13 @@ import {
   ackExpired, attemptFailed, bakeDone, classify, inProgressExpired, isOffline, isUnreached, replacedAfterCommit, revertedAfterCommit,
   SETTLED, type MemberCategory,
 } from './rollout-counting.js';
-import { patchOf, waveFigures, type Decision } from './rollout-decisions.js';
+import { patchOf, takesChoice, waveFigures, type Decision } from './rollout-decisions.js';
 import { GroupTally, judgeWave, type WaveVerdict } from './rollout-gates.js';
 import { isTerminal, isTouched, newMember, skipReason } from './rollout-member.js';
 import { ACK_TIMEOUT, backoffMs, IN_PROGRESS_TIMEOUT, retryVerdict } from './rollout-retry.js';
 import { schedulePhase, windowState, type WindowState } from './rollout-schedule.js';
-import type { RolloutDeviceView, RolloutSnapshot } from './rollout-snapshot.js';
+import type { ChosenVariant, RolloutDeviceView, RolloutSnapshot } from './rollout-snapshot.js';
+import { trialStep } from './rollout-trials.js';
 
 export function decide(plan: RolloutPlan, snapshot: RolloutSnapshot, now: Date): Decision[] {
   const w = new RolloutWork(plan, snapshot, now.getTime());
@@ -59,6 +62,8 @@ export class RolloutWork {
   private readonly index = new Map<string, number>();
   private windowCache: WindowState | undefined;
   private verdictCache: Map<number, WaveVerdict> | undefined;
+  /** Variant choices made so far (a device build), by profile. */
+  readonly choices = new Map<string, ChosenVariant>();
 
   constructor(readonly plan: RolloutPlan, readonly snap: RolloutSnapshot, readonly now: EpochMs) {
     this.rollout = snap.rollout;
@@ -68,6 +73,7 @@ export class RolloutWork {
     this.members = sorted ? snap.members.slice() : [...snap.members].sort((a, b) => a.order - b.order || (a.deviceId < b.deviceId ? -1 : 1));
     this.members.forEach((m, i) => this.index.set(m.deviceId, i));
     this.devs = this.members.map((m) => snap.devices[m.deviceId]);
+    for (const [p, c] of Object.entries(snap.trial?.choices ?? {})) this.choices.set(p, c);
   }
 
   device(id: string): RolloutDeviceView | undefined {
@@ -98,7 +104,12 @@ export class RolloutWork {
       this.members.push(p.insertMember);
       this.devs.push(this.snap.devices[p.insertMember.deviceId]);
     }
-    if (p.member || p.insertMember) this.verdictCache = undefined;
+    if (p.choice) {
+      const { profile, bundleId } = p.choice;
+      for (let i = 0; i < this.members.length; i++) if (takesChoice(this.members[i]!, profile)) this.members[i] = { ...this.members[i]!, bundleId };
+      this.choices.set(profile, { choice: p.choice.choice, chosenAt: this.now });
+    }
+    if (p.member || p.insertMember || p.choice) this.verdictCache = undefined;
   }
 
   run(): void {
@@ -156,6 +167,7 @@ export class RolloutWork {
     if (this.gates()) return;
     if (this.rollout.status !== 'running') return;
     this.lateJoiners();
+    trialStep(this);
     this.dispatch();
   }
 
@@ -381,7 +393,10 @@ export class RolloutWork {
       if (this.index.has(id)) continue;
       const d = this.device(id);
       if (!d || d.revoked) continue;
-      const member = newMember({ rolloutId: this.rollout.id, device: d, wave: open.position, order: ++order, bundleId: this.snap.bundles[d.profile] ?? null, joinedAt: this.now, late: true });
+      // A device build: the profile's chosen variant (a profile not chosen yet waits for its choice).
+      const pending = this.snap.trial?.profiles[d.profile] !== undefined;
+      const bundleId = pending ? this.choices.get(d.profile)?.choice.bundleId ?? null : this.snap.bundles[d.profile] ?? null;
+      const member = newMember({ rolloutId: this.rollout.id, device: d, wave: open.position, order: ++order, bundleId, joinedAt: this.now, late: true, pending });
       this.emit({ kind: 'add-member', member });
     }
   }

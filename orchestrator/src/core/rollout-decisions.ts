@@ -16,6 +16,7 @@
 import type { EpochMs, GateBreach, GateOverride, GroupFigures, PauseReason, RolloutMember, RolloutState, WaveRecord } from '../records.js';
 import type { WaveVerdict } from './rollout-gates.js';
 import type { RolloutSnapshot } from './rollout-snapshot.js';
+import type { VariantChoice } from './variant-choice.js';
 
 /** A wave's figures for events: the wave's own and each profile's. */
 export interface WaveFigures {
@@ -73,7 +74,20 @@ export type Decision =
   /** Publish the member's previous bundle to its device. */
   | { kind: 'rollback-dispatch'; deviceId: string; bundleId: string; fromBundle: string | null }
   /** A rollback ended for a member (done / failed / impossible / superseded), or its dispatch went unanswered (resend: back to to-send). */
-  | { kind: 'mark-rollback'; deviceId: string; outcome: 'done' | 'failed' | 'impossible' | 'superseded' | 'resend'; code: string | null; reason: string };
+  | { kind: 'mark-rollback'; deviceId: string; outcome: 'done' | 'failed' | 'impossible' | 'superseded' | 'resend'; code: string | null; reason: string }
+  /**
+   * Issue 10: publish a signed desired state of kind trial to a canary member's device: every
+   * candidate of its profile (the reference among them), measured in `rounds` interleaved rounds.
+   * The active model is not touched; the member stays waiting for its install.
+   */
+  | { kind: 'trial-dispatch'; deviceId: string; profile: string; candidates: string[]; referenceBundleId: string; rounds: number }
+  /** A trial with no end within the plan's trial.timeoutSec: the member is left out of its profile's choice. */
+  | { kind: 'trial-timeout'; deviceId: string; profile: string; state: 'dispatched' | 'running'; reason: string }
+  /**
+   * The profile's variant is chosen (core/variant-choice.ts), with every device's figures for
+   * every candidate and the host's pick beside it: the profile's members without a bundle get it.
+   */
+  | { kind: 'choose-variant'; profile: string; choice: VariantChoice };
 
 export type DecisionKind = Decision['kind'];
 
@@ -83,6 +97,13 @@ export interface DecisionPatch {
   wave?: { position: number; patch: Partial<WaveRecord>; insert?: WaveRecord };
   member?: { deviceId: string; patch: Partial<RolloutMember> };
   insertMember?: RolloutMember;
+  /** Every member of `profile` still without a bundle (and not terminal) gets `bundleId`; the choice is kept. */
+  choice?: { profile: string; bundleId: string; choice: VariantChoice };
+}
+
+/** Applies a choice to members (shared by the working copy, applyDecisions and the store). */
+export function takesChoice(m: RolloutMember, profile: string): boolean {
+  return m.profile === profile && m.bundleId === null && m.phase === 'waiting';
 }
 
 /** The stored changes of one decision taken at `now`. */
@@ -139,6 +160,12 @@ export function patchOf(d: Decision, now: EpochMs): DecisionPatch {
       return { insertMember: d.member };
     case 'rollback-dispatch':
       return { member: { deviceId: d.deviceId, patch: { rollbackState: 'dispatched', rollbackDispatchedAt: now, rollbackCode: null } } };
+    case 'trial-dispatch':
+      return { member: { deviceId: d.deviceId, patch: { trialState: 'dispatched', trialAt: now, trialEndedAt: null, trialCode: null, trialReason: null } } };
+    case 'trial-timeout':
+      return { member: { deviceId: d.deviceId, patch: { trialState: 'timeout', trialEndedAt: now, trialCode: 'TRIAL_TIMEOUT', trialReason: d.reason } } };
+    case 'choose-variant':
+      return { choice: { profile: d.profile, bundleId: d.choice.bundleId, choice: d.choice } };
     case 'mark-rollback':
       return {
         member: {
@@ -158,6 +185,7 @@ export function applyDecisions(s: RolloutSnapshot, decisions: readonly Decision[
   const waves = s.waves.slice();
   const members = s.members.slice();
   const index = new Map(members.map((m, i) => [m.deviceId, i]));
+  let trial = s.trial;
   for (const d of decisions) {
     const p = patchOf(d, now);
     if (p.rollout) rollout = { ...rollout, ...p.rollout };
@@ -174,6 +202,10 @@ export function applyDecisions(s: RolloutSnapshot, decisions: readonly Decision[
       index.set(p.insertMember.deviceId, members.length);
       members.push(p.insertMember);
     }
+    if (p.choice) {
+      for (let i = 0; i < members.length; i++) if (takesChoice(members[i]!, p.choice.profile)) members[i] = { ...members[i]!, bundleId: p.choice.bundleId };
+      if (trial) trial = { ...trial, choices: { ...trial.choices, [p.choice.profile]: { choice: p.choice.choice, chosenAt: now } } };
+    }
   }
-  return { ...s, rollout, waves, members };
+  return { ...s, rollout, waves, members, ...(trial ? { trial } : {}) };
 }

@@ -66,6 +66,14 @@ export const DEFAULT_ROLLOUT = {
     maxBackoffSec: 900,
     retryOn: DEFAULT_RETRY_ON,
   },
+  /**
+   * Trials of a device build's canary (issue 10). 5 interleaved rounds: the median of five
+   * rounds shrugs off one disturbed round. 600 s from a member's trial dispatch to its end:
+   * downloading every candidate and benchmarking each five times on a slow device, with room;
+   * past it the device is left out of the choice, never waited for. Stored results are reused
+   * unless a plan asks to measure again.
+   */
+  trial: { rounds: 5, timeoutSec: 600, measureAgain: false },
   /** The default canary is at least this many devices (and at least one per targeted profile). */
   canaryMinCount: 3,
   /** The default waves after the canary, in percent of the target at start; the last takes the rest. */

@@ -19,13 +19,18 @@ export function skipReason(device: RolloutDeviceView, bundleId: string | null): 
   return null;
 }
 
-/** A fresh member row: waiting, untouched, or skipped with its reason (`busyIn`: the device has started in that rollout of the stream). */
+/**
+ * A fresh member row: waiting, untouched, or skipped with its reason (`busyIn`: the device has
+ * started in that rollout of the stream). `pending`: the profile's bundle is not chosen yet (a
+ * device build, issue 10): bundleId null is then no reason to skip it.
+ */
 export function newMember(f: {
   rolloutId: string; device: RolloutDeviceView; wave: number; order: number; bundleId: string | null; joinedAt: EpochMs; late: boolean; busyIn?: string;
+  pending?: boolean;
 }): RolloutMember {
   const skip = f.busyIn !== undefined
     ? { code: 'STARTED_IN_OTHER_ROLLOUT' as const, reason: `the device has started rollout ${f.busyIn} of this stream; it finishes there` }
-    : skipReason(f.device, f.bundleId);
+    : f.pending && f.bundleId === null ? (f.device.pinned ? skipReason(f.device, 'pending') : null) : skipReason(f.device, f.bundleId);
   return {
     rolloutId: f.rolloutId, deviceId: f.device.id, profile: f.device.profile, wave: f.wave, order: f.order, bundleId: f.bundleId,
     step: 'install', phase: skip ? 'skipped' : 'waiting', code: skip?.code ?? null, reason: skip?.reason ?? null,
@@ -35,6 +40,7 @@ export function newMember(f: {
     reportState: null, reportCode: null, reportReason: null, reportDeviceAt: null,
     startedAt: null, activeAt: null, endedAt: null, p95Ms: null, finishedAt: skip ? f.joinedAt : null,
     rollbackState: null, rollbackDispatchedAt: null, rollbackReportAt: null, rollbackCode: null,
+    trialState: null, trialAt: null, trialEndedAt: null, trialCode: null, trialReason: null,
   };
 }
 

@@ -112,6 +112,13 @@ function normalizeChecked(body: RolloutRequest, ctx: PlanContext): PlanResult {
     }
   }
 
+  // A canary waits for its trials before it installs: a trial timeout past the quorum timeout
+  // would pause a device build's canary for want of quorum before its trials could end. Given,
+  // it must be shorter; defaulted, it is 600 s or half the quorum timeout if that is shorter.
+  const quorum = body.timeouts?.quorumSec ?? D.timeouts.quorumSec;
+  const trialTimeout = body.trial?.timeoutSec ?? Math.min(D.trial.timeoutSec, Math.max(1, Math.floor(quorum / 2)));
+  if (trialTimeout >= quorum) return invalid('trial.timeoutSec', `${trialTimeout} s is not less than timeouts.quorumSec (${quorum} s): the canary would pause for quorum before its trials could time out`);
+
   const s = body.schedule;
   const startAt = s?.startAt ?? null;
   const endAt = s?.endAt ?? null;
@@ -158,6 +165,11 @@ function normalizeChecked(body: RolloutRequest, ctx: PlanContext): PlanResult {
     schedule: { startAt, endAt, endBehavior: s?.endBehavior ?? D.endBehavior, windows },
     onBreach: body.onBreach ?? D.onBreach,
     supersede: body.supersede ?? D.supersede,
+    trial: {
+      rounds: body.trial?.rounds ?? D.trial.rounds,
+      timeoutSec: trialTimeout,
+      measureAgain: body.trial?.measureAgain ?? D.trial.measureAgain,
+    },
   };
   return { ok: true, plan };
 }

@@ -10,6 +10,7 @@
  * which refuses them) or configure Ajv with removeAdditional: false.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { TRIAL_LIMITS } from '@edgepack/protocol';
 import { DEFAULT_ROLLOUT } from './rollout-defaults.js';
 
 const D = DEFAULT_ROLLOUT;
@@ -92,6 +93,14 @@ export const RolloutRequestSchema = Type.Object({
   }, { additionalProperties: false })),
   onBreach: Type.Optional(Type.Union([Type.Literal('pause'), Type.Literal('rollback')], { default: 'pause' })),
   supersede: Type.Optional(Type.Boolean({ default: false })),
+  trial: Type.Optional(Type.Object({
+    rounds: Type.Optional(Type.Integer({ minimum: 1, maximum: TRIAL_LIMITS.maxRounds, default: D.trial.rounds, description: 'interleaved rounds each canary device runs (one benchmark per candidate per round)' })),
+    timeoutSec: Type.Optional(Seconds(D.trial.timeoutSec, 24 * 3600)),
+    measureAgain: Type.Optional(Type.Boolean({ default: D.trial.measureAgain, description: 'trial on the canary even when stored results of these bundles exist' })),
+  }, {
+    additionalProperties: false,
+    description: 'for a build made with selection \'device\': how the canary devices trial the candidates before the profile\'s variant is chosen (ignored for host builds)',
+  })),
 }, { additionalProperties: false });
 
 export type RolloutRequest = Static<typeof RolloutRequestSchema>;

@@ -4,7 +4,8 @@
  * and for continuous rollouts the target devices that are not members yet). Nothing in it is
  * derived; everything derived is computed by core/ from it, the same way on every call.
  */
-import type { EpochMs, RolloutMember, RolloutState, WaveRecord } from '../records.js';
+import type { EpochMs, RolloutMember, RolloutState, TrialResultRecord, WaveRecord } from '../records.js';
+import type { ChoiceCandidate, VariantChoice } from './variant-choice.js';
 
 /** What the rollout needs to know of a device: presence, what it runs, and how fast it ran before. */
 export interface RolloutDeviceView {
@@ -60,4 +61,31 @@ export interface RolloutSnapshot {
   candidates: string[];
   /** The build's bundle per profile (profile → bundle id), for members that join late. */
   bundles: Record<string, string>;
+  /** Issue 10: present when the build's selection is `device` (its candidates, stored trial results, the choices made). */
+  trial?: TrialSnapshot;
+}
+
+/** One profile's candidates in a device build. */
+export interface TrialProfile {
+  /** In the profile's order of preference, the reference among them. */
+  candidates: ChoiceCandidate[];
+  referenceBundleId: string;
+  /** What host selection would have chosen (shown beside the devices' choice). */
+  hostPick: { bundleId: string; precision: string } | null;
+  /** The bundles' acceptance p95 (the latency budget of the choice rule); null: none. */
+  budgetP95Ms: number | null;
+}
+
+/** A choice made in this rollout, as stored. */
+export interface ChosenVariant {
+  choice: VariantChoice;
+  chosenAt: EpochMs;
+}
+
+export interface TrialSnapshot {
+  profiles: Record<string, TrialProfile>;
+  /** Stored results for the build's candidate bundles, of every rollout (one per profile, bundle and device). */
+  results: TrialResultRecord[];
+  /** profile → the choice this rollout made. */
+  choices: Record<string, ChosenVariant>;
 }

@@ -78,6 +78,8 @@ export function assignWaves(input: {
   rolloutId: string; plan: Pick<RolloutPlan, 'waves'>; devices: readonly RolloutDeviceView[]; bundles: Readonly<Record<string, string>>; now: EpochMs;
   /** Devices started in another rollout of the stream (deviceId → rollout id), from resolveConflicts' leftOut: skipped. */
   busy?: ReadonlyMap<string, string>;
+  /** Profiles whose bundle is chosen later (a device build's, issue 10): their members wait with bundleId null. */
+  pending?: ReadonlySet<string>;
 }): WaveAssignment {
   const { rolloutId, plan, bundles, now } = input;
   const sorted = [...input.devices].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -85,7 +87,7 @@ export function assignWaves(input: {
   const byProfile = new Map<string, RolloutDeviceView[]>();
   for (const d of sorted) {
     const busyIn = input.busy?.get(d.id);
-    const m = newMember({ rolloutId, device: d, wave: 0, order: 0, bundleId: bundles[d.profile] ?? null, joinedAt: now, late: false, ...(busyIn ? { busyIn } : {}) });
+    const m = newMember({ rolloutId, device: d, wave: 0, order: 0, bundleId: bundles[d.profile] ?? null, joinedAt: now, late: false, ...(busyIn ? { busyIn } : {}), pending: input.pending?.has(d.profile) ?? false });
     if (m.phase === 'skipped') skipped.push(m);
     else byProfile.set(d.profile, [...(byProfile.get(d.profile) ?? []), d]);
   }
@@ -122,7 +124,7 @@ export function assignWaves(input: {
     for (let i = 0; lists.some((l) => i < l.length); i++) {
       for (const l of lists) {
         const d = l[i];
-        if (d) members.push(newMember({ rolloutId, device: d, wave, order: order++, bundleId: bundles[d.profile]!, joinedAt: now, late: false }));
+        if (d) members.push(newMember({ rolloutId, device: d, wave, order: order++, bundleId: bundles[d.profile] ?? null, joinedAt: now, late: false, pending: input.pending?.has(d.profile) ?? false }));
       }
     }
   });

@@ -391,4 +391,69 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       CREATE INDEX audit_by_target ON audit_log(target_id, at, id);
     `,
   },
+  {
+    version: 9,
+    name: 'variant choice measured on the devices',
+    // Issue 10. A build made with selection 'device' keeps every candidate that passed the host's
+    // budgets as a bundle of its own (build_candidates); canary devices trial them, and what they
+    // measured is kept per (profile, bundle, device) with the rollout that measured it, so a later
+    // rollout of the build can reuse it. The choice per (rollout, profile) is kept with its figures.
+    // A trial grants the device its candidates' bytes (trial_grants, read by isBundleAssigned); a
+    // device's desired intent may be a trial (desired_trial: its candidates and rounds, to sign it
+    // again after a restart).
+    sql: `
+      ALTER TABLE builds ADD COLUMN selection TEXT NOT NULL DEFAULT 'host';
+      CREATE TABLE build_candidates (
+        build_id TEXT NOT NULL REFERENCES builds(id),
+        profile TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        bundle_id TEXT NOT NULL REFERENCES bundles(id),
+        format TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        host_pick INTEGER NOT NULL,
+        reference INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        PRIMARY KEY (build_id, profile, position)
+      );
+      CREATE TABLE trial_results (
+        profile TEXT NOT NULL,
+        bundle_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        rollout_id TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        result TEXT,
+        agreement TEXT,
+        code TEXT,
+        reason TEXT,
+        measured_ms INTEGER NOT NULL,
+        PRIMARY KEY (profile, bundle_id, device_id)
+      );
+      CREATE TABLE variant_choices (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+        build_id TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        bundle_id TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        chosen_ms INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, profile)
+      );
+      CREATE INDEX variant_choices_by_build ON variant_choices(build_id, profile, chosen_ms);
+      CREATE TABLE trial_grants (
+        device_id TEXT NOT NULL,
+        bundle_id TEXT NOT NULL,
+        rollout_id TEXT NOT NULL,
+        granted_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_id, bundle_id, rollout_id)
+      );
+      ALTER TABLE rollout_members ADD COLUMN trial_state TEXT;
+      ALTER TABLE rollout_members ADD COLUMN trial_ms INTEGER;
+      ALTER TABLE rollout_members ADD COLUMN trial_ended_ms INTEGER;
+      ALTER TABLE rollout_members ADD COLUMN trial_code TEXT;
+      ALTER TABLE rollout_members ADD COLUMN trial_reason TEXT;
+      ALTER TABLE devices ADD COLUMN desired_trial TEXT;
+    `,
+  },
 ];

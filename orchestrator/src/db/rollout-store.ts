@@ -8,9 +8,10 @@
  * candidates: no query per member.
  */
 import type { BenchmarkResult } from '@edgepack/protocol';
-import type { RolloutDeviceView, RolloutSnapshot } from '../core/rollout-snapshot.js';
+import type { RolloutDeviceView, RolloutSnapshot, TrialProfile, TrialSnapshot, ChosenVariant } from '../core/rollout-snapshot.js';
+import type { VariantChoice } from '../core/variant-choice.js';
 import type {
-  PauseReason, RolloutEvent, RolloutMember, RolloutPlan, RolloutState, RolloutStatus, RolloutTarget, WaveRecord,
+  BuildCandidateRecord, PauseReason, RolloutEvent, RolloutMember, RolloutPlan, RolloutState, RolloutStatus, RolloutTarget, TrialResultRecord, WaveRecord,
 } from '../records.js';
 import type Database from 'better-sqlite3';
 import type { Db } from './database.js';
@@ -29,6 +30,7 @@ const MEMBER_COLUMNS = {
   reportDeviceAt: 'report_device_ms', startedAt: 'started_ms', activeAt: 'active_ms', endedAt: 'ended_ms', p95Ms: 'p95_ms',
   finishedAt: 'finished_ms', rollbackState: 'rollback_state', rollbackDispatchedAt: 'rollback_dispatched_ms',
   rollbackReportAt: 'rollback_report_ms', rollbackCode: 'rollback_code',
+  trialState: 'trial_state', trialAt: 'trial_ms', trialEndedAt: 'trial_ended_ms', trialCode: 'trial_code', trialReason: 'trial_reason',
 } as const satisfies Record<keyof RolloutMember, string>;
 const MEMBER_FIELDS = Object.keys(MEMBER_COLUMNS) as (keyof RolloutMember)[];
 
@@ -116,8 +118,29 @@ export interface DesiredIntent {
   bundleId: string | null;
   signed: string | null;
   signedSeq: number | null;
+  /** Present when the intent is a trial (issue 10). */
+  trial?: DesiredTrialIntent;
   /** keyId of the online key that signed `signed`. */
   signedKey: string | null;
+}
+
+/** A trial desired state's own part, kept with the intent so it can be signed again after a restart. */
+export interface DesiredTrialIntent {
+  candidates: string[];
+  referenceBundleId: string;
+  rounds: number;
+}
+
+/** A choice as stored (variant_choices), with the rollout that made it. */
+export interface StoredChoice {
+  rolloutId: string;
+  buildId: string;
+  profile: string;
+  bundleId: string;
+  precision: string;
+  cause: string;
+  chosenAt: number;
+  choice: VariantChoice;
 }
 
 export interface EventPageQuery {
@@ -243,7 +266,91 @@ export class RolloutStore {
       for (const d of list) devices[d.id] = d;
       cand = list.map((d) => d.id);
     }
-    return { rollout: r.state, waves: this.waves(r.id), members, devices, candidates: cand, bundles: this.buildBundles(r.buildId) };
+    const trial = this.trialSnapshot(r.id, r.buildId);
+    return { rollout: r.state, waves: this.waves(r.id), members, devices, candidates: cand, bundles: this.buildBundles(r.buildId), ...(trial ? { trial } : {}) };
+  }
+
+  // ------------------------------------------------------------------ device builds (issue 10)
+
+  /** The candidates a device build kept, by profile, in order; empty for a host build. */
+  buildCandidates(buildId: string): BuildCandidateRecord[] {
+    return (this.stmt('SELECT * FROM build_candidates WHERE build_id = ? ORDER BY profile, position').all(buildId) as Row[]).map((r) => ({
+      buildId: r.build_id as string, profile: r.profile as string, position: r.position as number, bundleId: r.bundle_id as string,
+      format: r.format as string, precision: r.precision as string, hostPick: r.host_pick === 1, reference: r.reference === 1,
+      reason: r.reason as string, metrics: json(r.metrics, {}),
+    }));
+  }
+
+  /** Stored trial results of these bundles (one per profile, bundle and device). */
+  trialResults(bundleIds: readonly string[]): TrialResultRecord[] {
+    if (bundleIds.length === 0) return [];
+    const rows = this.db.prepare(`SELECT * FROM trial_results WHERE bundle_id IN (${bundleIds.map(() => '?').join(', ')}) ORDER BY profile, bundle_id, device_id`).all(...bundleIds) as Row[];
+    return rows.map((r) => ({
+      profile: r.profile as string, bundleId: r.bundle_id as string, deviceId: r.device_id as string, rolloutId: r.rollout_id as string,
+      precision: r.precision as string, result: json(r.result, null), agreement: json(r.agreement, null),
+      code: (r.code as string | null) ?? null, reason: (r.reason as string | null) ?? null, measuredAt: r.measured_ms as number,
+    }));
+  }
+
+  /** Keeps a device's figures for a candidate; a newer measurement replaces an older one of the same device. */
+  upsertTrialResult(t: TrialResultRecord): void {
+    this.stmt(`INSERT INTO trial_results (profile, bundle_id, device_id, rollout_id, precision, result, agreement, code, reason, measured_ms)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (profile, bundle_id, device_id) DO UPDATE SET rollout_id = excluded.rollout_id, precision = excluded.precision, result = excluded.result,
+        agreement = excluded.agreement, code = excluded.code, reason = excluded.reason, measured_ms = excluded.measured_ms`)
+      .run(t.profile, t.bundleId, t.deviceId, t.rolloutId, t.precision, t.result ? JSON.stringify(t.result) : null, t.agreement ? JSON.stringify(t.agreement) : null,
+        t.code, t.reason, t.measuredAt);
+  }
+
+  /** Choices made, of one rollout or of every rollout of a build (oldest first). */
+  choices(by: { rolloutId: string } | { buildId: string }): StoredChoice[] {
+    const rows = ('rolloutId' in by
+      ? this.stmt('SELECT * FROM variant_choices WHERE rollout_id = ? ORDER BY profile').all(by.rolloutId)
+      : this.stmt('SELECT * FROM variant_choices WHERE build_id = ? ORDER BY chosen_ms, rollout_id, profile').all(by.buildId)) as Row[];
+    return rows.map((r) => ({
+      rolloutId: r.rollout_id as string, buildId: r.build_id as string, profile: r.profile as string, bundleId: r.bundle_id as string,
+      precision: r.precision as string, cause: r.cause as string, chosenAt: r.chosen_ms as number, choice: json(r.data, {} as VariantChoice),
+    }));
+  }
+
+  /** Records a choice and gives it to every member of the profile still without a bundle (inside the decision's transaction). */
+  recordChoice(rolloutId: string, buildId: string, choice: VariantChoice, at: number): void {
+    this.stmt(`INSERT INTO variant_choices (rollout_id, build_id, profile, bundle_id, precision, cause, chosen_ms, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (rollout_id, profile) DO NOTHING`).run(rolloutId, buildId, choice.profile, choice.bundleId, choice.precision, choice.cause, at, JSON.stringify(choice));
+    this.stmt("UPDATE rollout_members SET bundle_id = ? WHERE rollout_id = ? AND profile = ? AND bundle_id IS NULL AND phase = 'waiting'")
+      .run(choice.bundleId, rolloutId, choice.profile);
+  }
+
+  /** A trial lets the device fetch its candidates' bytes (store.isBundleAssigned reads these). */
+  grantTrial(deviceId: string, rolloutId: string, bundleIds: readonly string[], at: number): void {
+    const s = this.stmt('INSERT OR IGNORE INTO trial_grants (device_id, bundle_id, rollout_id, granted_ms) VALUES (?, ?, ?, ?)');
+    for (const b of bundleIds) s.run(deviceId, b, rolloutId, at);
+  }
+
+  /** What decide() needs of a device build; undefined for a host build. */
+  trialSnapshot(rolloutId: string, buildId: string): TrialSnapshot | undefined {
+    const cands = this.buildCandidates(buildId);
+    if (cands.length === 0) return undefined;
+    const profiles: Record<string, TrialProfile> = {};
+    const budgets = new Map<string, number | null>();
+    for (const c of cands) {
+      let p = profiles[c.profile];
+      if (!p) profiles[c.profile] = p = { candidates: [], referenceBundleId: '', hostPick: null, budgetP95Ms: null };
+      p.candidates.push({ bundleId: c.bundleId, precision: c.precision, format: c.format, reference: c.reference });
+      if (c.reference) {
+        p.referenceBundleId = c.bundleId;
+        if (!budgets.has(c.profile)) {
+          const m = this.stmt('SELECT manifest FROM bundles WHERE id = ?').get(c.bundleId) as Row | undefined;
+          const budget = m ? (json<{ acceptance?: { p95LatencyMs?: number } }>(m.manifest, {}).acceptance?.p95LatencyMs ?? null) : null;
+          budgets.set(c.profile, budget);
+          p.budgetP95Ms = budget;
+        }
+      }
+      if (c.hostPick) p.hostPick = { bundleId: c.bundleId, precision: c.precision };
+    }
+    const choices: Record<string, ChosenVariant> = {};
+    for (const c of this.choices({ rolloutId })) choices[c.profile] = { choice: c.choice, chosenAt: c.chosenAt };
+    return { profiles, results: this.trialResults(cands.map((c) => c.bundleId)), choices };
   }
 
   /** Open members of other rollouts of `stream` on these devices (for the conflict rule). */
@@ -373,22 +480,22 @@ export class RolloutStore {
    * Hands out the device's next desired seq and records it as the device's intent, inside the
    * decision's transaction: the IO that follows only carries out what is written here.
    */
-  allocateDesired(deviceId: string, rolloutId: string, bundleId: string | null): number {
-    const r = this.stmt(`UPDATE devices SET desired_seq = desired_seq + 1, desired_intent_seq = desired_seq + 1, desired_rollout = ?, desired_bundle = ?
-      WHERE id = ? RETURNING desired_seq`).get(rolloutId, bundleId, deviceId) as Row | undefined;
+  allocateDesired(deviceId: string, rolloutId: string, bundleId: string | null, trial: DesiredTrialIntent | null = null): number {
+    const r = this.stmt(`UPDATE devices SET desired_seq = desired_seq + 1, desired_intent_seq = desired_seq + 1, desired_rollout = ?, desired_bundle = ?, desired_trial = ?
+      WHERE id = ? RETURNING desired_seq`).get(rolloutId, bundleId, trial ? JSON.stringify(trial) : null, deviceId) as Row | undefined;
     if (!r) throw new Error(`device ${deviceId} is gone`);
     return r.desired_seq as number;
   }
 
   desiredIntent(deviceId: string): DesiredIntent | undefined {
-    const r = this.stmt('SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq, desired_signed_key FROM devices WHERE id = ? AND desired_intent_seq IS NOT NULL')
+    const r = this.stmt('SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq, desired_signed_key, desired_trial FROM devices WHERE id = ? AND desired_intent_seq IS NOT NULL')
       .get(deviceId) as Row | undefined;
     return r && toIntent(r);
   }
 
   /** Every unrevoked device's latest desired state (republishing after a restart). */
   desiredIntents(): DesiredIntent[] {
-    return (this.stmt(`SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq, desired_signed_key FROM devices
+    return (this.stmt(`SELECT id, desired_intent_seq, desired_rollout, desired_bundle, desired_signed, desired_signed_seq, desired_signed_key, desired_trial FROM devices
       WHERE revoked_at IS NULL AND desired_intent_seq IS NOT NULL AND desired_bundle IS NOT NULL`).all() as Row[]).map(toIntent);
   }
 
@@ -404,6 +511,7 @@ function toIntent(r: Row): DesiredIntent {
   return {
     deviceId: r.id as string, seq: r.desired_intent_seq as number, rolloutId: r.desired_rollout as string, bundleId: (r.desired_bundle as string | null) ?? null,
     signed: (r.desired_signed as string | null) ?? null, signedSeq: num(r.desired_signed_seq), signedKey: (r.desired_signed_key as string | null) ?? null,
+    ...(typeof r.desired_trial === 'string' ? { trial: json<DesiredTrialIntent>(r.desired_trial, { candidates: [], referenceBundleId: '', rounds: 1 }) } : {}),
   };
 }
 

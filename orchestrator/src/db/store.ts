@@ -1,5 +1,5 @@
 import type { DeviceFacts, DeviceState, Heartbeat, Manifest } from '@edgepack/protocol';
-import type { DeviceRecord, ModelRecord, BuildStatus, ArtifactStatus, ArtifactRecord, BuildOptions, DatasetKind, DatasetRecord, BuildProgress, BuildRecord, BundleRecord, RolloutStatus, RolloutTarget, RolloutRecord, ActionRecord } from '../records.js';
+import type { DeviceRecord, ModelRecord, BuildStatus, ArtifactStatus, ArtifactRecord, BuildOptions, DatasetKind, DatasetRecord, BuildCandidateRecord, BuildProgress, BuildRecord, BuildSelection, BundleRecord, RolloutStatus, RolloutTarget, RolloutRecord, ActionRecord } from '../records.js';
 import type Database from 'better-sqlite3';
 import type { Db } from './database.js';
 
@@ -190,10 +190,10 @@ export class Store {
   }
 
   // --- builds and artifacts ---
-  insertBuild(b: { id: string; modelId: string; profiles: string[]; options: BuildOptions; createdAt: string }): void {
+  insertBuild(b: { id: string; modelId: string; profiles: string[]; options: BuildOptions; createdAt: string; selection?: BuildSelection }): void {
     this.transaction(() => {
-      this.stmt("INSERT INTO builds (id, model_id, status, profiles, options, created_at) VALUES (?, ?, 'queued', ?, ?, ?)")
-        .run(b.id, b.modelId, JSON.stringify(b.profiles), JSON.stringify(b.options), b.createdAt);
+      this.stmt("INSERT INTO builds (id, model_id, status, profiles, options, created_at, selection) VALUES (?, ?, 'queued', ?, ?, ?, ?)")
+        .run(b.id, b.modelId, JSON.stringify(b.profiles), JSON.stringify(b.options), b.createdAt, b.selection ?? 'host');
       const stmt = this.stmt("INSERT INTO artifacts (build_id, profile, status) VALUES (?, ?, 'pending')");
       for (const p of b.profiles) stmt.run(b.id, p);
     });
@@ -212,7 +212,7 @@ export class Store {
   private toBuild(r: Row): BuildRecord {
     const artifacts = (this.stmt('SELECT * FROM artifacts WHERE build_id = ? ORDER BY profile').all(r.id) as Row[]).map(toArtifact);
     return {
-      id: r.id as string, modelId: r.model_id as string, options: json(r.options, {}), status: r.status as BuildStatus, profiles: json(r.profiles, []),
+      id: r.id as string, modelId: r.model_id as string, options: json(r.options, {}), selection: r.selection === 'device' ? 'device' : 'host', status: r.status as BuildStatus, profiles: json(r.profiles, []),
       error: (r.error as string | null) ?? null, progress: json(r.progress, null), createdAt: r.created_at as string, finishedAt: (r.finished_at as string | null) ?? null, artifacts,
     };
   }
@@ -257,6 +257,12 @@ export class Store {
   /** Builds left queued or running by a process that died; they are failed on start-up. */
   listUnfinishedBuildIds(): string[] {
     return (this.stmt("SELECT id FROM builds WHERE status IN ('queued', 'running')").all() as Row[]).map((r) => r.id as string);
+  }
+
+  /** A candidate a `device` build kept (issue 10); read back by RolloutStore.buildCandidates. */
+  insertBuildCandidate(c: BuildCandidateRecord): void {
+    this.stmt(`INSERT INTO build_candidates (build_id, profile, position, bundle_id, format, precision, host_pick, reference, reason, metrics)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(c.buildId, c.profile, c.position, c.bundleId, c.format, c.precision, c.hostPick ? 1 : 0, c.reference ? 1 : 0, c.reason, JSON.stringify(c.metrics));
   }
 
   // --- bundles ---
@@ -318,12 +324,14 @@ export class Store {
   }
 
   /**
-   * Whether the orchestrator ever assigned this bundle to this device. Access to bundle bytes
-   * is decided by this record of ours, never by what a device reports about itself.
+   * Whether the orchestrator ever assigned this bundle to this device (to install, to roll back
+   * to, or to trial: trial_grants, issue 10). Access to bundle bytes is decided by this record
+   * of ours, never by what a device reports about itself.
    */
   isBundleAssigned(deviceId: string, bundleId: string): boolean {
     return !!this.stmt(`SELECT 1 FROM rollout_members WHERE device_id = ? AND ((bundle_id = ? AND first_dispatched_ms IS NOT NULL)
         OR (previous_bundle = ? AND rollback_dispatched_ms IS NOT NULL))
-      UNION ALL SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ? LIMIT 1`).get(deviceId, bundleId, bundleId, deviceId, bundleId);
+      UNION ALL SELECT 1 FROM actions WHERE device_id = ? AND bundle_id = ?
+      UNION ALL SELECT 1 FROM trial_grants WHERE device_id = ? AND bundle_id = ? LIMIT 1`).get(deviceId, bundleId, bundleId, deviceId, bundleId, deviceId, bundleId);
   }
 }

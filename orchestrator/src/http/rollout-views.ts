@@ -8,11 +8,13 @@ import { Type, type Static } from '@sinclair/typebox';
 import { DEVICE_STATES } from '@edgepack/protocol';
 import type { MemberCategory } from '../core/rollout-counting.js';
 import type { GroupVerdict } from '../core/rollout-gates.js';
+import { trialPlanOf } from '../core/rollout-trials.js';
 import type {
   ActionRecord, GateBreach, GatePolicy, GroupFigures, PauseReason, RolloutEvent, RolloutPlan, RolloutRecord, RolloutTarget,
 } from '../records.js';
 import type { MemberDetail, RolloutDetail, WaveDetail } from '../services/rollouts.js';
 import { BenchmarkResultView, Nullable, StringEnum, Timestamp, benchmarkView } from './schemas.js';
+import { VariantChoiceView, variantChoiceView } from './variant-views.js';
 
 export const ROLLOUT_STATUSES = ['scheduled', 'running', 'paused', 'succeeded', 'cancelled', 'rolling_back', 'rolled_back', 'failed'] as const;
 const PAUSE_CODES = ['OPERATOR', 'BREACH', 'QUORUM', 'GATE_UNMET', 'AWAITING_APPROVAL', 'SCHEDULE_ENDED'] as const;
@@ -20,6 +22,7 @@ const GATE_RULES = ['maxFailures', 'maxFailureRatio', 'maxGoldenFailures', 'maxP
 const OUTCOMES = ['waiting', 'waiting_offline', 'unreached', 'dispatched', 'in_progress', 'baking', 'lost', 'succeeded', 'failed', 'skipped', 'cancelled'] as const satisfies readonly MemberCategory[];
 const PHASES = ['waiting', 'dispatched', 'succeeded', 'failed', 'skipped', 'cancelled', 'lost'] as const;
 const ROLLBACK_STATES = ['dispatched', 'done', 'failed', 'impossible', 'superseded'] as const;
+const TRIAL_STATES = ['dispatched', 'running', 'done', 'failed', 'timeout'] as const;
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 const int = (description?: string) => Type.Integer(description ? { description } : {});
@@ -157,6 +160,9 @@ export const RolloutDeviceView = Type.Object({
   rollback: Nullable(Type.Object({
     state: StringEnum(ROLLBACK_STATES), code: Nullable(Type.String()), dispatchedAt: Nullable(Timestamp), result: Nullable(BenchmarkResultView),
   }, { description: 'the fleet rollback of this device, once asked' })),
+  trial: Nullable(Type.Object({
+    state: StringEnum(TRIAL_STATES), code: Nullable(Type.String()), reason: Nullable(Type.String()), dispatchedAt: Nullable(Timestamp), endedAt: Nullable(Timestamp),
+  }, { description: 'a device build\'s canary: this device\'s trial of its profile\'s candidates (figures under the rollout\'s choices)' })),
 }, { title: 'RolloutDevice', description: 'one device\'s part in the rollout' });
 
 function memberView(x: MemberDetail): Static<typeof RolloutDeviceView> {
@@ -170,6 +176,9 @@ function memberView(x: MemberDetail): Static<typeof RolloutDeviceView> {
     rollback: m.rollbackState === null ? null : {
       state: m.rollbackState, code: m.rollbackCode, dispatchedAt: iso(m.rollbackDispatchedAt), result: x.rollbackResult ? benchmarkView(x.rollbackResult) : null,
     },
+    trial: m.trialState === null ? null : {
+      state: m.trialState, code: m.trialCode, reason: m.trialReason, dispatchedAt: iso(m.trialAt), endedAt: iso(m.trialEndedAt),
+    },
   };
 }
 
@@ -181,7 +190,7 @@ function actionView(a: ActionRecord): Static<typeof RolloutDeviceView> {
     deviceId: a.deviceId, profile: null, wave: a.groupPosition, bundleId: a.bundleId, outcome, phase, state: a.state, code: a.code, reason: a.reason,
     attempts: a.state === 'pending' ? 0 : 1, late: false, previousBundle: null, baselineP95Ms: null, p95Ms: a.result?.latencyMs.p95 ?? null,
     result: a.result ? benchmarkView(a.result) : null, online: null, activeBundle: null, dispatchedAt: null,
-    finishedAt: outcome === 'succeeded' || outcome === 'failed' ? a.updatedAt : null, rollback: null,
+    finishedAt: outcome === 'succeeded' || outcome === 'failed' ? a.updatedAt : null, rollback: null, trial: null,
   };
 }
 
@@ -195,6 +204,7 @@ const PlanView = Type.Object({
     startAt: Nullable(Type.String()), endAt: Nullable(Type.String()), endBehavior: StringEnum(['pause', 'cancel']),
     windows: Type.Array(Type.Object({ cron: Type.String(), durationMin: int(), tz: Type.String() })),
   }),
+  trial: Type.Object({ rounds: int(), timeoutSec: int(), measureAgain: Type.Boolean() }, { description: 'how a device build\'s canary trials its candidates' }),
 }, { title: 'RolloutPlan', description: 'the plan as normalized (every default applied); waves and their gates are under `waves`' });
 
 function planView(p: RolloutPlan): Static<typeof PlanView> {
@@ -207,6 +217,7 @@ function planView(p: RolloutPlan): Static<typeof PlanView> {
       startAt: p.schedule.startAt, endAt: p.schedule.endAt, endBehavior: p.schedule.endBehavior,
       windows: p.schedule.windows.map((w) => ({ cron: w.cron, durationMin: w.durationMin, tz: w.tz })),
     },
+    trial: { rounds: trialPlanOf(p).rounds, timeoutSec: trialPlanOf(p).timeoutSec, measureAgain: trialPlanOf(p).measureAgain },
   };
 }
 
@@ -243,6 +254,8 @@ export const RolloutView = Type.Object({
   counts: CountsView,
   waves: Type.Array(WaveView),
   devices: Type.Array(RolloutDeviceView),
+  selection: StringEnum(['host', 'device'], { description: 'the build\'s selection: device = the canary trials every candidate and each profile gets the devices\' pick' }),
+  choices: Type.Array(VariantChoiceView, { description: 'a device build: the variant chosen per profile so far, with every device\'s figures for every candidate and the host\'s pick beside it' }),
 }, { title: 'Rollout' });
 export type RolloutView = Static<typeof RolloutView>;
 
@@ -250,7 +263,7 @@ export function rolloutView(x: RolloutDetail): RolloutView {
   const summary = rolloutSummaryView(x.summary);
   if (x.kind === 'legacy') {
     const devices = x.actions.map(actionView);
-    return { ...summary, startedAt: x.summary.createdAt, plan: null, rollback: null, counts: countsOf(devices.map((d) => d.outcome)), waves: [], devices };
+    return { ...summary, startedAt: x.summary.createdAt, plan: null, rollback: null, counts: countsOf(devices.map((d) => d.outcome)), waves: [], devices, selection: 'host', choices: [] };
   }
   const s = x.state;
   return {
@@ -263,6 +276,8 @@ export function rolloutView(x: RolloutDetail): RolloutView {
     counts: countsOf(x.members.map((m) => m.category)),
     waves: x.waves.map(waveView),
     devices: x.members.map(memberView),
+    selection: x.choices ? 'device' : 'host',
+    choices: (x.choices ?? []).map((c) => variantChoiceView({ rolloutId: x.summary.id, chosenAt: c.chosenAt, choice: c.choice })),
   };
 }
 

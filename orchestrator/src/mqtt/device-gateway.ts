@@ -1,6 +1,7 @@
 import {
-  CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, Validator,
-  PublicKeyCache, catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, type ErrorCode, type Heartbeat, type Notice, type StatusReport,
+  CHUNK_SIZE, ChunkRequestSchema, DeviceTopic, HeartbeatSchema, PROTOCOL_VERSION, PresenceSchema, StatusReportSchema, TrialReportSchema, Validator,
+  PublicKeyCache, catalogueCode, deviceTopic, parseDeviceTopic, verifyStatusReport, verifyTrialReport, type ErrorCode, type Heartbeat, type Notice, type StatusReport,
+  type TrialReport,
 } from '@edgepack/protocol';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { BlobStore } from '../blob-store.js';
@@ -23,6 +24,8 @@ export interface DeviceEvents {
   onStatus(deviceId: string, report: StatusReport): string | null;
   onHeartbeat(deviceId: string, hb: Heartbeat): void;
   onPresence(deviceId: string, online: boolean): void;
+  /** A trial's outcome (issue 10); returns why the report was refused, if it was. */
+  onTrialReport?(deviceId: string, report: TrialReport): string | null;
 }
 
 /**
@@ -35,7 +38,8 @@ export class DeviceGateway implements DesiredPublisher {
   private readonly heartbeat = new Validator('heartbeat', HeartbeatSchema);
   private readonly chunkRequest = new Validator('chunk request', ChunkRequestSchema);
   private readonly presence = new Validator('presence', PresenceSchema);
-  /** Device keys as loaded for verification: every status report is checked against its device's key. */
+  private readonly trialReport = new Validator('trial report', TrialReportSchema);
+  /** Device keys as loaded for verification: every status and trial report is checked against its device's key. */
   private readonly keys = new PublicKeyCache();
   events?: DeviceEvents;
   /** Encoded chunk frames, shared by every device's queue: a wave reads and hashes each frame once. */
@@ -120,6 +124,16 @@ export class DeviceGateway implements DesiredPublisher {
           const signer = this.deps.store.getDeviceKey(client.id)?.publicKey;
           if (!signer || !verifyStatusReport(r.value, signer, this.keys)) return this.refuse(client.id, 'STATUS_SIGNATURE_INVALID', r.value.signature ? 'status report signature does not verify with this device\'s enrolled key' : 'status report is not signed by the device', packet.topic);
           const why = this.events?.onStatus(client.id, r.value);
+          if (why) this.notice(client.id, 'STATUS_REFUSED', why, packet.topic);
+          return;
+        }
+        case DeviceTopic.trialReport: {
+          const r = this.trialReport.parse(payload);
+          if (!r.ok) return this.refuse(client.id, r.code, r.reason, packet.topic);
+          // Figures choose what the whole fleet gets: only the device's own key vouches for them.
+          const signer = this.deps.store.getDeviceKey(client.id)?.publicKey;
+          if (!signer || !verifyTrialReport(r.value, signer, this.keys)) return this.refuse(client.id, 'STATUS_SIGNATURE_INVALID', r.value.signature ? 'trial report signature does not verify with this device\'s enrolled key' : 'trial report is not signed by the device', packet.topic);
+          const why = this.events?.onTrialReport?.(client.id, r.value);
           if (why) this.notice(client.id, 'STATUS_REFUSED', why, packet.topic);
           return;
         }

@@ -1,6 +1,6 @@
 import { PROTOCOL_VERSION, errorMessage, signCanonical, signDesired, type DesiredState, type SignedManifest, type SignedRoot } from '@edgepack/protocol';
 import type { Store } from '../db/store.js';
-import type { DesiredIntent, RolloutStore } from '../db/rollout-store.js';
+import type { DesiredIntent, DesiredTrialIntent, RolloutStore } from '../db/rollout-store.js';
 import type { BundleRecord } from '../records.js';
 import type { Logger } from '../logger.js';
 
@@ -18,6 +18,8 @@ export interface DesiredSend {
   rolloutId: string;
   /** null: take the desired state back without naming a bundle (the device runs none to name). */
   bundleId: string | null;
+  /** A trial (issue 10): `bundleId` is its reference; every candidate is measured, none installed. */
+  trial?: DesiredTrialIntent | null;
 }
 
 /** The trust chain (trust-chain.ts): the online key's id, and the roots every desired state carries. */
@@ -93,11 +95,22 @@ export class DesiredStates {
   }
 
   /** Signs one intent's envelope (without the roots, which carry their own signatures); null when its bundle is gone. */
-  private sign(it: { deviceId: string; seq: number; rolloutId: string; bundleId: string }): string | null {
+  private sign(it: { deviceId: string; seq: number; rolloutId: string; bundleId: string; trial?: DesiredTrialIntent | null }): string | null {
     const bundle = this.bundle(it.bundleId);
     if (!bundle) return null;
+    let trial: DesiredState['trial'];
+    if (it.trial) {
+      const candidates: SignedManifest[] = [];
+      for (const id of it.trial.candidates) {
+        const c = this.bundle(id);
+        if (!c) return null;
+        candidates.push(c);
+      }
+      trial = { candidates, rounds: it.trial.rounds, referenceBundleId: it.trial.referenceBundleId };
+    }
     const desired: DesiredState = signDesired({
       v: PROTOCOL_VERSION, deviceId: it.deviceId, seq: it.seq, rolloutId: it.rolloutId, bundle, issuedAt: this.deps.now().toISOString(),
+      ...(trial ? { kind: 'trial' as const, trial } : {}),
     }, this.deps.signingSecretKey);
     return JSON.stringify(desired);
   }
@@ -150,7 +163,7 @@ export class DesiredStates {
         .catch((err) => this.deps.log.error({ deviceId: it.deviceId, err: errorMessage(err) }, 'republish failed'))));
     }
     const republished = ready.length;
-    await this.send(unsigned.map((it) => ({ deviceId: it.deviceId, seq: it.seq, rolloutId: it.rolloutId, bundleId: it.bundleId })));
+    await this.send(unsigned.map((it) => ({ deviceId: it.deviceId, seq: it.seq, rolloutId: it.rolloutId, bundleId: it.bundleId, trial: it.trial })));
     return { republished: republished + unsigned.length, signed: unsigned.length };
   }
 }

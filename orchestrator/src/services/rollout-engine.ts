@@ -205,7 +205,7 @@ export class RolloutEngine {
     this.rounds++;
     decisions = this.guardTakenOver(r, snap, decisions, (s) => decide(r.plan, this.withLive(r, s), now));
     let sent = 0;
-    const trimmed = decisions.filter((d) => (d.kind !== 'dispatch' && d.kind !== 'rollback-dispatch') || ++sent <= MAX_SENDS_PER_ROUND);
+    const trimmed = decisions.filter((d) => (d.kind !== 'dispatch' && d.kind !== 'rollback-dispatch' && d.kind !== 'trial-dispatch') || ++sent <= MAX_SENDS_PER_ROUND);
     if (trimmed.length < decisions.length) {
       decisions = trimmed;
       // The rest in the next round, without waiting for a report or the tick.
@@ -327,6 +327,11 @@ export class RolloutEngine {
     for (const id of this.kept.keys()) if (!active.has(id)) this.kept.delete(id);
   }
 
+  /** One rollout's kept snapshot is read again at its next round (a trial report stored results it does not follow). */
+  reload(rolloutId: string): void {
+    this.kept.delete(rolloutId);
+  }
+
   /** Something changed that the kept snapshots cannot follow: read them all again. */
   forget(): void {
     this.kept.clear();
@@ -374,6 +379,7 @@ export class RolloutEngine {
         rollouts.insertMember(p.insertMember, r.stream, open(finalMember.get(p.insertMember.deviceId) ?? p.insertMember));
       }
       if (p.member) rollouts.updateMember(r.id, p.member.deviceId, p.member.patch, open(finalMember.get(p.member.deviceId)!));
+      if (p.choice) rollouts.recordChoice(r.id, r.buildId, p.choice.choice, t);
       const send = this.desiredFor(r, before, d);
       if (send) {
         sends.push(send);
@@ -405,6 +411,13 @@ export class RolloutEngine {
       case 'dispatch':
       case 'rollback-dispatch':
         return { deviceId: d.deviceId, rolloutId: r.id, bundleId: d.bundleId, seq: rollouts.allocateDesired(d.deviceId, r.id, d.bundleId) };
+      case 'trial-dispatch': {
+        // The trial's desired state names the reference as its bundle (the wire contract) and
+        // grants the device every candidate's bytes.
+        const trial = { candidates: d.candidates, referenceBundleId: d.referenceBundleId, rounds: d.rounds };
+        rollouts.grantTrial(d.deviceId, r.id, d.candidates, this.deps.now().getTime());
+        return { deviceId: d.deviceId, rolloutId: r.id, bundleId: d.referenceBundleId, trial, seq: rollouts.allocateDesired(d.deviceId, r.id, d.referenceBundleId, trial) };
+      }
       case 'withdraw': {
         // Only what this rollout told the device can be taken back: if another rollout's desired
         // state is the device's latest, that one stands.

@@ -4,7 +4,7 @@
  * heartbeats, presence) folded into the rollout's rows. Decisions are core/'s; the engine
  * (rollout-engine.ts) carries them out; this module is the glue between the two and the edges.
  */
-import { EdgepackError, type BenchmarkResult, type Heartbeat, type StatusReport } from '@edgepack/protocol';
+import { EdgepackError, type BenchmarkResult, type Heartbeat, type StatusReport, type TrialReport } from '@edgepack/protocol';
 import { applyStatusReport, rolloutStatus } from '../core/action-transition.js';
 import { handleCommand, type RolloutCommand } from '../core/rollout-commands.js';
 import { classify, type MemberCategory } from '../core/rollout-counting.js';
@@ -14,15 +14,16 @@ import { matchesTarget } from '../core/rollout-member.js';
 import { PlanNormalizer } from '../core/rollout-plan-normalize.js';
 import type { RolloutRequest } from '../core/rollout-request.js';
 import { foldHeartbeat, foldPresence, foldStatusReport } from '../core/rollout-reports.js';
-import type { RolloutDeviceView } from '../core/rollout-snapshot.js';
+import { foldTrialReport } from '../core/rollout-trials.js';
+import type { ChosenVariant, RolloutDeviceView } from '../core/rollout-snapshot.js';
 import { holdsStream, openMemberRef, resolveConflicts, supersedeDecisions, type OpenMemberRef } from '../core/rollout-supersede.js';
 import { assignWaves } from '../core/rollout-waves.js';
-import type { EventPageQuery, RolloutStore, StagedRollout } from '../db/rollout-store.js';
+import type { EventPageQuery, RolloutStore, StagedRollout, StoredChoice } from '../db/rollout-store.js';
 import type { Page, PageQuery, Store } from '../db/store.js';
 import { newId } from '../ids.js';
 import type { Logger } from '../logger.js';
 import type {
-  ActionRecord, RolloutEvent, RolloutMember, RolloutPlan, RolloutRecord, RolloutState, RolloutStatus, WavePlan, WaveRecord,
+  ActionRecord, BuildCandidateRecord, RolloutEvent, RolloutMember, RolloutPlan, RolloutRecord, RolloutState, RolloutStatus, WavePlan, WaveRecord,
 } from '../records.js';
 import type { DesiredSend, DesiredStates } from './desired-states.js';
 import type { RolloutEngine } from './rollout-engine.js';
@@ -46,7 +47,11 @@ export interface MemberDetail {
 }
 
 export type RolloutDetail =
-  | { kind: 'staged'; summary: RolloutRecord; plan: RolloutPlan; state: RolloutState; waves: WaveDetail[]; members: MemberDetail[] }
+  | {
+    kind: 'staged'; summary: RolloutRecord; plan: RolloutPlan; state: RolloutState; waves: WaveDetail[]; members: MemberDetail[];
+    /** A device build (issue 10): the choices made so far, by profile order; absent for a host build. */
+    choices?: ChosenVariant[];
+  }
   /** A one-wave rollout made before waves existed: its actions as they were. */
   | { kind: 'legacy'; summary: RolloutRecord; actions: ActionRecord[] };
 
@@ -84,10 +89,13 @@ export class RolloutService {
 
     this.deps.writes.flush(); // the devices as they reported themselves up to now
     const devices = rollouts.allDeviceViews();
-    const bundles = rollouts.buildBundles(build.id);
+    // A device build (issue 10): profiles with candidates have their bundle chosen by the canary's trials.
+    const pending = new Set(build.selection === 'device' ? rollouts.buildCandidates(build.id).map((c) => c.profile) : []);
+    const bundles = pending.size ? {} : rollouts.buildBundles(build.id);
+    const hasBundle = (profile: string) => pending.has(profile) || bundles[profile] !== undefined;
     const chosen = devices.filter((d) => matchesTarget(d, request.target));
     const plan = this.normalizer.normalize(body, {
-      modelId: build.modelId, targetProfiles: [...new Set(chosen.filter((d) => bundles[d.profile]).map((d) => d.profile))].sort(), now: at,
+      modelId: build.modelId, targetProfiles: [...new Set(chosen.filter((d) => hasBundle(d.profile)).map((d) => d.profile))].sort(), now: at,
     });
     if (!plan.ok) throw new EdgepackError('ROLLOUT_PLAN_INVALID', plan.message);
     const p = plan.plan;
@@ -106,7 +114,7 @@ export class RolloutService {
 
     const id = newId('rol');
     const busy = new Map(conflicts.leftOut.map((c) => [c.deviceId, c.rolloutId]));
-    const a = assignWaves({ rolloutId: id, plan: p, devices: chosen, bundles, now: at.getTime(), busy });
+    const a = assignWaves({ rolloutId: id, plan: p, devices: chosen, bundles, now: at.getTime(), busy, pending });
     const state: RolloutState = { id, status: 'scheduled', pause: null, createdAt: at.getTime(), startedAt: null, resumedAt: null, finishedAt: null, overrides: [], rollback: null };
     const staged: StagedRollout = { id, buildId: build.id, stream: p.stream, target: p.target, plan: p, state, createdAt: at.toISOString() };
 
@@ -187,7 +195,13 @@ export class RolloutService {
       member: m, category: classify(m, snap.devices[m.deviceId]), device: snap.devices[m.deviceId],
       result: results.get(m.deviceId)?.result ?? null, rollbackResult: results.get(m.deviceId)?.rollbackResult ?? null,
     }));
-    return { kind: 'staged', summary, plan: r.plan, state: snap.rollout, waves, members };
+    const choices = snap.trial ? Object.keys(snap.trial.choices).sort().map((p) => snap.trial!.choices[p]!) : undefined;
+    return { kind: 'staged', summary, plan: r.plan, state: snap.rollout, waves, members, ...(choices ? { choices } : {}) };
+  }
+
+  /** A build's kept candidates (a device build) and every choice its rollouts made, oldest first (GET /v1/builds/:id). */
+  variantsOfBuild(buildId: string): { candidates: BuildCandidateRecord[]; choices: StoredChoice[] } {
+    return { candidates: this.deps.rollouts.buildCandidates(buildId), choices: this.deps.rollouts.choices({ buildId }) };
   }
 
   list(filter: { buildId?: string; status?: RolloutStatus }, q: PageQuery): Page<RolloutRecord> {
@@ -228,6 +242,42 @@ export class RolloutService {
     } else {
       log.debug({ deviceId, rolloutId: report.rolloutId, state: report.state }, `status not folded: ${f.reason}`);
     }
+    engine.poke(r.id);
+    return null;
+  }
+
+  /**
+   * A validated, signed trial report from `deviceId` (issue 10). `running` marks the member's
+   * trial started; `done` stores each candidate's figures (per profile, bundle and device, with
+   * this rollout) and ends the trial; `failed` ends it without figures (the device is then left
+   * out of its profile's choice). Reports for a trial not under way (late, duplicate, after a
+   * timeout) change nothing. Returns why the report was refused, if it was.
+   */
+  onTrialReport(deviceId: string, report: TrialReport): string | null {
+    const { engine, rollouts, writes, now, log } = this.deps;
+    if (report.deviceId !== deviceId) return `trial report names device ${report.deviceId} but came from ${deviceId}`;
+    const member = engine.member(report.rolloutId, deviceId);
+    if (!member) return `no member of rollout ${report.rolloutId} on this device`;
+    const r = engine.staged(report.rolloutId)!;
+    const at = now().getTime();
+    const d = writes.deviceView(deviceId);
+    const devicePatch: Partial<RolloutDeviceView> = { ...(d && !d.online ? foldPresence(d, true, at) : {}), lastSeenAt: at };
+    writes.patchDevice(deviceId, devicePatch);
+    engine.devicePatched(deviceId, devicePatch);
+    const precisionOf = new Map(rollouts.buildCandidates(r.buildId).filter((c) => c.profile === member.profile).map((c) => [c.bundleId, c.precision]));
+    const f = foldTrialReport(member, report, precisionOf, at);
+    if (f.kind === 'ignore') {
+      log.debug({ deviceId, rolloutId: r.id, state: report.state }, `trial report not folded: ${f.reason}`);
+      return null;
+    }
+    const open = holdsStream({ ...member, ...f.member }, r.state.status);
+    writes.flush();
+    rollouts.transaction(() => {
+      rollouts.updateMember(r.id, deviceId, f.member, open);
+      for (const t of f.results) rollouts.upsertTrialResult(t);
+    });
+    // The stored results are part of the snapshot: read it again at the next round.
+    engine.reload(r.id);
     engine.poke(r.id);
     return null;
   }

@@ -1,15 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import { EdgepackError, PrecisionSchema, type Precision } from '@edgepack/protocol';
-import type { ArtifactRecord, BuildOptions, BuildRecord } from '../../records.js';
+import type { ArtifactRecord, BuildCandidateRecord, BuildOptions, BuildRecord } from '../../records.js';
+import type { StoredChoice } from '../../db/rollout-store.js';
 import { newId } from '../../ids.js';
 import { Access } from '../access.js';
 import type { RoutePluginOptions } from '../app-deps.js';
-import { Id, IdParams, Next, Nullable, PageQuery, StrictObject, StringEnum, Timestamp, encodeCursor, pageRequest } from '../schemas.js';
+import { Id, IdParams, Next, Nullable, PageQuery, StrictObject, StringEnum, Timestamp, encodeCursor, named, pageRequest } from '../schemas.js';
+import { VariantChoiceView, variantChoiceView } from '../variant-views.js';
 
 const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed'] as const;
 const ARTIFACT_STATUSES = ['pending', 'built', 'skipped', 'failed'] as const;
 const FORMATS = ['onnx', 'tflite'] as const;
+const SELECTIONS = ['host', 'device'] as const;
 
 const num = Type.Optional(Type.Number());
 /** What evaluating a candidate against the fp32 reference measured; a figure not measured is absent. */
@@ -31,6 +34,18 @@ const DecisionView = Type.Object({
 }, { title: 'CandidateDecision', description: 'one candidate variant tried for a profile, and why it was taken or refused' });
 type DecisionView = Static<typeof DecisionView>;
 
+/** A candidate a device build kept: a signed bundle of its own, with the host's figures. */
+const BuildCandidateView = Type.Object({
+  bundleId: Type.String(),
+  format: StringEnum(FORMATS),
+  precision: PrecisionSchema,
+  accepted: Type.Boolean({ description: 'met the host-side budgets (accuracy, size, RAM): always true for a kept candidate' }),
+  reason: Type.String(),
+  hostPick: Type.Boolean({ description: 'what host selection would have chosen' }),
+  reference: Type.Boolean({ description: 'the trial\'s reference (fp32): always a candidate, wins ties' }),
+  metrics: CandidateMetricsView,
+}, { title: 'BuildCandidate' });
+
 const ArtifactView = Type.Object({
   profile: Type.String(),
   status: StringEnum(ARTIFACT_STATUSES),
@@ -41,6 +56,9 @@ const ArtifactView = Type.Object({
   reason: Nullable(Type.String({ description: 'why nothing was built, when nothing was' })),
   layout: Nullable(Type.String({ description: 'tensor layout of the built model\'s image inputs' })),
   decisions: Type.Array(DecisionView),
+  candidates: Type.Array(BuildCandidateView, { description: 'a device build: every candidate kept as a bundle of its own (empty for a host build)' }),
+  hostPick: Nullable(Type.Object({ bundleId: Type.String(), format: StringEnum(FORMATS), precision: PrecisionSchema }, { description: 'what the build host chose (for a host build, the artifact itself)' })),
+  devicePick: Nullable(named('VariantChoice', VariantChoiceView, 'the devices\' pick, once a rollout of this build chose (the newest), with its figures')),
 }, { title: 'Artifact', description: 'what one build made for one firmware profile' });
 
 const BuildOptionsView = Type.Object({
@@ -60,6 +78,7 @@ const buildFields = {
   error: Nullable(Type.String()),
   createdAt: Timestamp,
   finishedAt: Nullable(Timestamp),
+  selection: StringEnum(SELECTIONS, { description: 'host: the build host picks each profile\'s variant; device: every candidate is kept and a rollout\'s canary devices measure them to choose' }),
 };
 export const BuildSummaryView = Type.Object(buildFields, { title: 'BuildSummary' });
 export const BuildView = Type.Object({ ...buildFields, artifacts: Type.Array(ArtifactView) }, { title: 'Build' });
@@ -90,7 +109,29 @@ function decisionsView(stored: unknown): DecisionView[] {
   });
 }
 
-function artifactView(a: ArtifactRecord): Static<typeof ArtifactView> {
+const isFormat = (x: unknown): x is 'onnx' | 'tflite' => x === 'onnx' || x === 'tflite';
+
+function candidateView(c: BuildCandidateRecord): Static<typeof BuildCandidateView>[] {
+  if (!isFormat(c.format) || !PRECISIONS.includes(c.precision)) return [];
+  return [{
+    bundleId: c.bundleId, format: c.format, precision: c.precision as Precision, accepted: true, reason: c.reason, hostPick: c.hostPick,
+    reference: c.reference, metrics: metricsView(c.metrics),
+  }];
+}
+
+/** What one build's rollouts chose and kept: per profile, its candidates and the newest choice. */
+export interface BuildVariants {
+  candidates: BuildCandidateRecord[];
+  choices: StoredChoice[];
+}
+
+function artifactView(a: ArtifactRecord, variants?: BuildVariants): Static<typeof ArtifactView> {
+  const cands = (variants?.candidates ?? []).filter((c) => c.profile === a.profile);
+  const latest = (variants?.choices ?? []).filter((c) => c.profile === a.profile).at(-1);
+  const host = cands.length ? cands.find((c) => c.hostPick) : undefined;
+  const hostPick = cands.length
+    ? (host && isFormat(host.format) && PRECISIONS.includes(host.precision) ? { bundleId: host.bundleId, format: host.format, precision: host.precision as Precision } : null)
+    : a.status === 'built' && a.bundleId && isFormat(a.format) && PRECISIONS.includes(a.precision) ? { bundleId: a.bundleId, format: a.format, precision: a.precision as Precision } : null;
   return {
     profile: a.profile, status: a.status,
     format: a.format === 'onnx' || a.format === 'tflite' ? a.format : null,
@@ -98,6 +139,9 @@ function artifactView(a: ArtifactRecord): Static<typeof ArtifactView> {
     bundleId: a.bundleId, sizeBytes: a.sizeBytes, reason: a.reason,
     layout: typeof a.details.layout === 'string' ? a.details.layout : null,
     decisions: decisionsView(a.details.decisions),
+    candidates: cands.flatMap(candidateView),
+    hostPick,
+    devicePick: latest ? variantChoiceView(latest) : null,
   };
 }
 
@@ -115,12 +159,12 @@ export function buildSummaryView(b: BuildRecord): Static<typeof BuildSummaryView
   return {
     id: b.id, modelId: b.modelId, status: b.status, profiles: [...b.profiles], options: optionsView(b.options),
     progress: b.progress ? { step: b.progress.step, done: b.progress.done, total: b.progress.total } : null,
-    error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt,
+    error: b.error, createdAt: b.createdAt, finishedAt: b.finishedAt, selection: b.selection,
   };
 }
 
-export function buildView(b: BuildRecord): BuildView {
-  return { ...buildSummaryView(b), artifacts: b.artifacts.map(artifactView) };
+export function buildView(b: BuildRecord, variants?: BuildVariants): BuildView {
+  return { ...buildSummaryView(b), artifacts: b.artifacts.map((a) => artifactView(a, variants)) };
 }
 
 const BuildResponse = Type.Object({ build: BuildView }, { title: 'BuildResponse' });
@@ -134,6 +178,10 @@ const CreateBuildBody = StrictObject({
   /** Dataset ids; each defaults to the model's latest dataset of that kind. */
   datasets: Type.Optional(StrictObject({ calibration: Type.Optional(Id), evaluation: Type.Optional(Id), labels: Type.Optional(Id) }, {
     description: 'dataset ids; each defaults to the model\'s latest dataset of that kind',
+  })),
+  selection: Type.Optional(StringEnum(SELECTIONS, {
+    default: 'host',
+    description: 'host (default): one variant per profile, chosen on the build host; device: every candidate that meets the accuracy, size and RAM budgets is kept as a bundle, and a rollout\'s canary devices trial them to choose',
   })),
 });
 const ListQuery = StrictObject({ ...PageQuery, modelId: Type.Optional(Id), status: Type.Optional(StringEnum(BUILD_STATUSES)) });
@@ -170,7 +218,7 @@ export const buildRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async 
     }
     const id = newId('bld');
     const options: BuildOptions = { ...(req.body.acceptance ? { acceptance: req.body.acceptance } : {}), ...(Object.keys(datasets).length ? { datasets } : {}) };
-    store.insertBuild({ id, modelId: model.id, profiles, options, createdAt: now().toISOString() });
+    store.insertBuild({ id, modelId: model.id, profiles, options, createdAt: now().toISOString(), selection: req.body.selection ?? 'host' });
     deps.builds.enqueue(id);
     // Accepted, not done: the work runs in a worker; the build's own URL reports its progress.
     return reply.status(202).header('Location', `/v1/builds/${id}`).send({ build: buildView(store.getBuild(id)!) });
@@ -191,6 +239,6 @@ export const buildRoutes: FastifyPluginAsyncTypebox<RoutePluginOptions> = async 
   }, async (req) => {
     const b = store.getBuild(req.params.id);
     if (!b) throw new EdgepackError('BUILD_NOT_FOUND', `build ${req.params.id} not found`);
-    return { build: buildView(b) };
+    return { build: buildView(b, deps.rollouts.variantsOfBuild(b.id)) };
   });
 };
