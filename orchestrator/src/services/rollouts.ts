@@ -180,6 +180,9 @@ export class RolloutService {
 
   get(id: string): RolloutDetail {
     const { store, rollouts, engine, now } = this.deps;
+    // The kept snapshot already holds the reports of this turn; their figures are still queued
+    // (write-behind). Written first, so a member shown ended also shows what it measured.
+    this.deps.writes.flush();
     const summary = store.getRollout(id);
     if (!summary) throw new EdgepackError('ROLLOUT_NOT_FOUND', `rollout ${id} not found`);
     const r = engine.staged(id);
