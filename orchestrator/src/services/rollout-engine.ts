@@ -24,6 +24,7 @@ import type { LiveHealth, RolloutDeviceView, RolloutSnapshot } from '../core/rol
 import { holdsStream } from '../core/rollout-supersede.js';
 import type { StagedRollout, RolloutStore } from '../db/rollout-store.js';
 import type { Logger } from '../logger.js';
+import type { LiveQuery } from '../telemetry/live-health.js';
 import type { RolloutMember } from '../records.js';
 import type { DesiredSend, DesiredStates } from './desired-states.js';
 import type { WriteBehind } from './write-behind.js';
@@ -33,15 +34,6 @@ export interface ExtraEvent {
   kind: string;
   deviceId: string | null;
   data: Record<string, unknown>;
-}
-
-/** A member's live figures are asked for with these (telemetry/live-health.ts LiveQuery). */
-export interface LiveQuery {
-  deviceId: string;
-  bundleId: string;
-  previousBundle: string | null;
-  activeAt: number | null;
-  firstDispatchedAt: number | null;
 }
 
 /** Live inference figures per member device (telemetry/live-health.ts LiveHealthSource). */
