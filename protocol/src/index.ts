@@ -17,3 +17,4 @@ export * from './trust-verify.js';
 export * from './telemetry.js';
 export * from './status-signature.js';
 export * from './enrollment-token.js';
+export * from './float16.js';

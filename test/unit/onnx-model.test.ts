@@ -9,7 +9,7 @@ import { ProtoReader, ProtoWriter, WireType } from '@edgepack/orchestrator/onnx/
 import { readModelFile } from '@edgepack/orchestrator/onnx/model-file.js';
 import { DataType, makeTensor, readTensorData, readTensorAsFloat32 } from '@edgepack/orchestrator/onnx/tensor.js';
 import { GraphBuilder, buildTinyMlpModel } from '@edgepack/orchestrator/onnx/graph-builder.js';
-import { float16BitsToFloat32, float32ToFloat16Bits } from '@edgepack/orchestrator/onnx/float16.js';
+import { float16BitsToFloat32, float32ToFloat16Bits } from '@edgepack/protocol';
 import { runModel, seededInput, sharedModelsDir, SHARED_MISSING } from './onnx-fixtures.js';
 
 function code(fn: () => unknown): string | undefined {

@@ -1,7 +1,7 @@
 // The KServe v2 (Open Inference Protocol) HTTP/REST wire, as pure functions: JSON tensors and
 // the binary tensor data extension in, typed arrays out, checked against the model's
 // signature so that a bad request is refused naming the tensor and the shape it needed.
-import { ERROR_CATALOGUE, EdgepackError, type ErrorCode } from '@edgepack/protocol';
+import { ERROR_CATALOGUE, EdgepackError, float16BitsToFloat32, float32ToFloat16Bits, type ErrorCode } from '@edgepack/protocol';
 import type { TensorDType, TensorInfo, TensorValue } from '../runtime/runner.js';
 
 export type KserveDatatype = 'BOOL' | 'UINT8' | 'INT8' | 'INT32' | 'INT64' | 'FP16' | 'FP32';
@@ -84,31 +84,6 @@ function flatten(data: unknown, shape: readonly number[], name: string): unknown
   return out;
 }
 
-/** float → IEEE half bits (round to nearest even), for FP16 inputs sent as JSON numbers. */
-export function toHalf(value: number): number {
-  const f = new Float32Array([value]);
-  const x = new Uint32Array(f.buffer)[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  return sign | half;
-}
 
 function fromJson(values: unknown[], dtype: TensorDType, name: string): TensorValue['data'] {
   const n = values.length;
@@ -128,7 +103,7 @@ function fromJson(values: unknown[], dtype: TensorDType, name: string): TensorVa
       for (let i = 0; i < n; i++) {
         const v = values[i];
         if (typeof v !== 'number') throw bad(i, 'a number');
-        out[i] = toHalf(v);
+        out[i] = float32ToFloat16Bits(v);
       }
       return out;
     }
@@ -276,18 +251,10 @@ export function decodeInferRequest(body: Buffer, headerLength: string | undefine
 function toJsonData(t: TensorValue): unknown[] {
   if (t.dtype === 'bool') return Array.from(t.data as Uint8Array, (x) => x !== 0);
   if (t.dtype === 'int64') return Array.from(t.data as BigInt64Array, (x) => Number(x));
-  if (t.dtype === 'float16') return Array.from(t.data as Uint16Array, halfToFloat);
+  if (t.dtype === 'float16') return Array.from(t.data as Uint16Array, float16BitsToFloat32);
   return Array.from(t.data as Float32Array);
 }
 
-export function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? Number.NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
 
 /** The inference response; binary outputs follow the JSON header, which Inference-Header-Content-Length then measures. */
 export function encodeInferResponse(args: {

@@ -1,11 +1,10 @@
 import { join } from 'node:path';
 import {
-  EdgepackError, catalogueCode, decodeTensor, errorCode, errorMessage, verifyFileIntegrity,
+  float16BitsToFloat32, EdgepackError, catalogueCode, decodeTensor, errorCode, errorMessage, verifyFileIntegrity,
   type BenchmarkResult, type BundleFile, type DesiredState, type EncodedTensor, type ErrorCode, type SignedManifest, type TrialCandidateResult,
 } from '@edgepack/protocol';
 import type { BenchmarkJob, BenchmarkOutcome } from '../benchmark-worker.js';
 import { sha256File } from '../bundle-slots.js';
-import { halfToFloat } from '../serving/kserve-codec.js';
 import { computeAgreement, type SampleOutputs } from './agreement.js';
 import type { ScratchSlot } from './scratch-slot.js';
 import { combineRounds, roundSchedule } from './trial-rounds.js';
@@ -43,7 +42,7 @@ function isDiskFull(err: unknown): boolean {
 function decodeOutputs(outputs: Record<string, EncodedTensor>[]): SampleOutputs[] {
   return outputs.map((rec) => Object.fromEntries(Object.entries(rec).map(([name, t]) => {
     const d = decodeTensor(t);
-    const data = d.dtype === 'float16' ? Float32Array.from(d.data as Uint16Array, halfToFloat) : (d.data as ArrayLike<number | bigint>);
+    const data = d.dtype === 'float16' ? Float32Array.from(d.data as Uint16Array, float16BitsToFloat32) : (d.data as ArrayLike<number | bigint>);
     return [name, { dims: d.dims, data }];
   })));
 }

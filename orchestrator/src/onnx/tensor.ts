@@ -3,7 +3,7 @@
 
 import { ModelExternalDataError, TensorDataError } from './errors.js';
 import type { TensorProto } from './onnx-model.js';
-import { float16BitsToFloat32 } from './float16.js';
+import { float16BitsToFloat32 } from '@edgepack/protocol';
 
 export const DataType = {
   UNDEFINED: 0,

@@ -2,7 +2,7 @@
 // ops that must stay float32.
 
 import type { ModelProto, NodeProto, TensorProto } from '../onnx/onnx-model.js';
-import { FLOAT16_MAX, float32ToFloat16Bits } from '../onnx/float16.js';
+import { FLOAT16_MAX, float32ToFloat16Bits } from '@edgepack/protocol';
 import { inferShapes } from '../onnx/shape-inference.js';
 import { DataType, makeTensor, readTensorAsFloat32 } from '../onnx/tensor.js';
 import { cloneModel, consumersOf, nameAllocator, topologicalSort } from './graph-utils.js';

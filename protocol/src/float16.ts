@@ -1,4 +1,6 @@
 // IEEE 754 half precision conversions (round to nearest, ties to even), as numpy and onnx do.
+// In protocol/ because both sides need them: the optimizer writes fp16 weights, and the agent's
+// inference service takes and gives FP16 tensors as JSON numbers.
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
