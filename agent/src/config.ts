@@ -1,5 +1,5 @@
-import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
+import { optionHelpRows, readOptionTable } from './option-table.js';
 
 /**
  * The agent's settings. Every flag also comes from an `EDGEPACK_AGENT_*` variable (a systemd
@@ -80,11 +80,7 @@ export class AgentConfigError extends Error {
 
 export function agentHelp(): string {
   const width = Math.max(24, ...AGENT_OPTIONS.map((o) => `  --${o.flag} ${o.arg}`.length + 2));
-  const rows = AGENT_OPTIONS.map((o) => {
-    const left = `  --${o.flag}${o.arg ? ` ${o.arg}` : ''}`.padEnd(width);
-    const right = `${o.help}${o.default ? ` (default ${o.default})` : ''}`;
-    return `${left}${right}\n${' '.repeat(width)}env ${o.env}`;
-  });
+  const rows = optionHelpRows(AGENT_OPTIONS, width);
   return `usage: edgepack-agent --server URL --enroll TOKEN --data-dir DIR [options]
 
 ${rows.join('\n')}
@@ -95,78 +91,45 @@ Flags win over their EDGEPACK_AGENT_* variables. Once enrolled, the agent restar
 DIR without --enroll.`;
 }
 
+/** One value of the table, checked for its kind; `source` names the flag or variable it came from. */
+function parseValue(o: OptionSpec, raw: string, source: string): unknown {
+  switch (o.kind) {
+    case 'positive-int': {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 1) throw new AgentConfigError(`${source} must be a positive integer, got ${JSON.stringify(raw)}`);
+      return n;
+    }
+    case 'non-negative-int': {
+      const n = Number(raw);
+      if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n)) throw new AgentConfigError(`${source} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+      return n;
+    }
+    case 'positive-number': {
+      const n = Number(raw);
+      if (!Number.isFinite(n) || n <= 0 || raw.trim() === '') throw new AgentConfigError(`${source} must be a positive number, got ${JSON.stringify(raw)}`);
+      return n;
+    }
+    case 'window-sec': {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 1 || n > 3600 || 3600 % n !== 0) throw new AgentConfigError(`${source} must be a whole number of seconds that divides 3600 (1, 2, …, 60, …, 3600), got ${JSON.stringify(raw)}`);
+      return n;
+    }
+    case 'host-port':
+      return parseHostPort(raw, source);
+    case 'level':
+      if (!(LOG_LEVELS as readonly string[]).includes(raw)) throw new AgentConfigError(`${source} must be one of ${LOG_LEVELS.join('|')}, got ${JSON.stringify(raw)}`);
+      return raw;
+    case 'path':
+      return resolve(raw);
+    default:
+      return raw;
+  }
+}
+
 /** Pure: argv and env in, config (or 'help' / 'version') out; throws AgentConfigError naming the option. */
 export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig | 'help' | 'version' {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        ...Object.fromEntries(AGENT_OPTIONS.map((o) => [o.flag, { type: o.kind === 'flag' ? 'boolean' as const : 'string' as const }])),
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    throw new AgentConfigError((err as Error).message);
-  }
-  if (values.help) return 'help';
-  if (values.version) return 'version';
-  const config: Record<string, unknown> = {};
-  for (const o of AGENT_OPTIONS) {
-    if (o.kind === 'flag') {
-      const raw = env[o.env]?.trim().toLowerCase();
-      if (values[o.flag] === true) config[o.key] = true;
-      else if (raw !== undefined && raw !== '') {
-        if (['1', 'true', 'yes', 'on'].includes(raw)) config[o.key] = true;
-        else if (!['0', 'false', 'no', 'off'].includes(raw)) throw new AgentConfigError(`${o.env} must be 1 or 0 (true/false), got ${JSON.stringify(env[o.env])}`);
-      }
-      continue;
-    }
-    const fromFlag = values[o.flag] as string | undefined;
-    const raw = fromFlag ?? (env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined) ?? o.default;
-    if (raw === undefined) continue;
-    const source = fromFlag !== undefined ? `--${o.flag}` : env[o.env] ? o.env : `--${o.flag}`;
-    switch (o.kind) {
-      case 'positive-int': {
-        const n = Number(raw);
-        if (!Number.isInteger(n) || n < 1) throw new AgentConfigError(`${source} must be a positive integer, got ${JSON.stringify(raw)}`);
-        config[o.key] = n;
-        break;
-      }
-      case 'non-negative-int': {
-        const n = Number(raw);
-        if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n)) throw new AgentConfigError(`${source} must be a non-negative integer, got ${JSON.stringify(raw)}`);
-        config[o.key] = n;
-        break;
-      }
-      case 'positive-number': {
-        const n = Number(raw);
-        if (!Number.isFinite(n) || n <= 0 || raw.trim() === '') throw new AgentConfigError(`${source} must be a positive number, got ${JSON.stringify(raw)}`);
-        config[o.key] = n;
-        break;
-      }
-      case 'window-sec': {
-        const n = Number(raw);
-        if (!Number.isInteger(n) || n < 1 || n > 3600 || 3600 % n !== 0) throw new AgentConfigError(`${source} must be a whole number of seconds that divides 3600 (1, 2, …, 60, …, 3600), got ${JSON.stringify(raw)}`);
-        config[o.key] = n;
-        break;
-      }
-      case 'host-port':
-        config[o.key] = parseHostPort(raw, source);
-        break;
-      case 'level':
-        if (!(LOG_LEVELS as readonly string[]).includes(raw)) throw new AgentConfigError(`${source} must be one of ${LOG_LEVELS.join('|')}, got ${JSON.stringify(raw)}`);
-        config[o.key] = raw;
-        break;
-      case 'path':
-        config[o.key] = resolve(raw);
-        break;
-      default:
-        config[o.key] = raw;
-    }
-  }
+  const config = readOptionTable(AGENT_OPTIONS, argv, env, { fail: (m) => new AgentConfigError(m), parse: parseValue });
+  if (typeof config === 'string') return config;
   const c = config as unknown as AgentConfig;
   if (c.telemetrySpoolBytes < 16384) throw new AgentConfigError(`--telemetry-spool-bytes must be at least 16384, got ${c.telemetrySpoolBytes}`);
   return c;

@@ -1,5 +1,6 @@
-import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
+import { LOG_LEVELS } from '../config.js';
+import { optionHelpRows, readOptionTable } from '../option-table.js';
 import { PRECISIONS, type SpeedFactors } from './synthetic-benchmark.js';
 
 /**
@@ -68,19 +69,13 @@ export const SIM_OPTIONS: readonly OptionSpec[] = [
   { flag: 'no-tls-resume', env: 'EDGEPACK_SIM_NO_TLS_RESUME', arg: '', key: 'noTlsResume', kind: 'flag', help: 'never resume a TLS session on reconnect (to measure full handshakes)' },
 ];
 
-// pino's levels. Not imported from ../config.js, which is being reworked on main.
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
 export class SimConfigError extends Error {
   readonly code = 'CONFIG_INVALID';
 }
 
 export function simHelp(): string {
-  const rows = SIM_OPTIONS.map((o) => {
-    const left = `  --${o.flag}${o.arg ? ` ${o.arg}` : ''}`.padEnd(30);
-    const right = `${o.help}${o.default ? ` (default ${o.default})` : ''}${o.required ? ' [required]' : ''}`;
-    return `${left}${right}\n${' '.repeat(30)}env ${o.env}`;
-  });
+  const rows = optionHelpRows(SIM_OPTIONS, 30);
   return `usage: edgepack-sim --server URL --admin-token-file FILE --devices N [options]
 
 Runs N virtual devices in one process against a real orchestrator: each enrolls with its own
@@ -154,42 +149,7 @@ export function parseSpeed(raw: string, source = '--speed'): SpeedFactors {
 
 /** Pure: argv and env in, config (or 'help' / 'version') out; throws SimConfigError naming the option. */
 export function parseSimConfig(argv: string[], env: NodeJS.ProcessEnv): SimConfig | 'help' | 'version' {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        ...Object.fromEntries(SIM_OPTIONS.map((o) => [o.flag, { type: o.kind === 'flag' ? 'boolean' as const : 'string' as const }])),
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    throw new SimConfigError((err as Error).message);
-  }
-  if (values.help) return 'help';
-  if (values.version) return 'version';
-  const config: Record<string, unknown> = {};
-  for (const o of SIM_OPTIONS) {
-    if (o.kind === 'flag') {
-      const raw = env[o.env]?.trim().toLowerCase();
-      if (values[o.flag] === true) config[o.key] = true;
-      else if (raw !== undefined && raw !== '') {
-        if (['1', 'true', 'yes', 'on'].includes(raw)) config[o.key] = true;
-        else if (!['0', 'false', 'no', 'off'].includes(raw)) throw new SimConfigError(`${o.env} must be 1 or 0 (true/false), got ${JSON.stringify(env[o.env])}`);
-      }
-      continue;
-    }
-    const fromFlag = values[o.flag] as string | undefined;
-    const fromEnv = env[o.env] !== undefined && env[o.env] !== '' ? env[o.env] : undefined;
-    const raw = fromFlag ?? fromEnv ?? o.default;
-    if (raw === undefined) {
-      if (o.required) throw new SimConfigError(`--${o.flag} (or ${o.env}) is required`);
-      continue;
-    }
-    const source = fromFlag !== undefined ? `--${o.flag}` : fromEnv !== undefined ? o.env : `--${o.flag}`;
-    config[o.key] = parseValue(o, raw, source);
-  }
+  const config = readOptionTable(SIM_OPTIONS, argv, env, { fail: (m) => new SimConfigError(m), parse: parseValue });
+  if (typeof config === 'string') return config;
   return config as unknown as SimConfig;
 }
